@@ -1,0 +1,183 @@
+"""Scenario loading: YAML → presets resolved → overrides → validated `ScenarioConfig`.
+
+Steps (STYLE.md): `yaml.safe_load` → apply `a.b.c=value` overrides (values parsed by
+`safe_load`) → resolve presets by name, `{preset: name, field: override}` mappings, or inline
+mappings → pydantic validation → errors rewritten as one paragraph naming each field path and
+the fix. Feasibility of the parallel plan is checked later (hwsim.workload.plan).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from hwsim.config.presets import PresetKind, load_preset
+from hwsim.config.schema import ScenarioConfig
+from hwsim.errors import ConfigError
+
+__all__ = ["load_scenario", "scenario_from_mapping", "apply_overrides", "read_yaml", "format_validation_error"]
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file. Give the path of a scenario YAML file "
+                          f"(ready-made ones are in scenarios/).")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}. Check the indentation and "
+                          f"the quoting on that line.") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`['parallel.tp=4', 'cluster.inter_node.nic_bandwidth=400 Gb/s']` applied to a copy."""
+    data = _copy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: write an override as a dotted path and a value, "
+                              f"e.g. --set parallel.tp=4")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        set_path(data, key.strip(), value)
+    return data
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if isinstance(child, str):
+            child = {"preset": child}  # overriding a field of a preset named by a string
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {'.'.join(parts[:i + 1])} is not a mapping, so it has no "
+                              f"field {parts[i + 1]!r}")
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _resolve(value: Any, kind: PresetKind, field: str) -> Any:
+    """A preset name, or {preset: name, **overrides}, or an inline mapping."""
+    if isinstance(value, str):
+        data = load_preset(kind, value, field)
+        data.setdefault("name", value)
+        return data
+    if isinstance(value, dict) and "preset" in value:
+        name = value["preset"]
+        if not isinstance(name, str):
+            raise ConfigError(f"{field}.preset: must be a preset name, got {name!r}")
+        data = load_preset(kind, name, f"{field}.preset")
+        overrides = {k: v for k, v in value.items() if k != "preset"}
+        for key, val in overrides.items():
+            if isinstance(val, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **val}
+            else:
+                data[key] = val
+        # numbers overridden here no longer come from the preset's sources
+        if isinstance(data.get("sources"), dict):
+            data["sources"] = {k: v for k, v in data["sources"].items() if k.split(".")[0] not in overrides}
+        data.setdefault("name", name)
+        return data
+    return value
+
+
+def _resolve_presets(data: dict[str, Any]) -> dict[str, Any]:
+    cluster = data.get("cluster")
+    if isinstance(cluster, dict):
+        if "preset" in cluster:  # a node preset: devices_per_node, intra_node, inter_node
+            cluster = _resolve(cluster, PresetKind.NODE, "cluster")
+            cluster.pop("name", None)
+            cluster.pop("sources", None)
+            cluster.pop("description", None)
+            data["cluster"] = cluster
+        if "accelerator" in cluster:
+            cluster["accelerator"] = _resolve(cluster["accelerator"], PresetKind.ACCELERATOR, "cluster.accelerator")
+            acc = cluster["accelerator"]
+            if isinstance(acc, dict) and not acc.get("kernel_profile"):
+                acc.setdefault("kernel_profile", "")
+    if "model" in data:
+        data["model"] = _resolve(data["model"], PresetKind.MODEL, "model")
+    return data
+
+
+def scenario_from_mapping(data: Any, overrides: list[str] | tuple[str, ...] = (),
+                          origin: str = "scenario") -> ScenarioConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: a scenario must be a YAML mapping with keys cluster, model, "
+                          f"parallel and training; got {type(data).__name__}")
+    data = apply_overrides(data, overrides)
+    data = _resolve_presets(data)
+    try:
+        return ScenarioConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {format_validation_error(exc, ScenarioConfig)}") from None
+
+
+def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ScenarioConfig:
+    return scenario_from_mapping(read_yaml(path), overrides, origin=str(path))
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that holds the field at `loc` (for listing allowed keys)."""
+    model: Any = root
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        model = _inner_model(field.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    for arg in getattr(annotation, "__args__", ()) or ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def format_validation_error(exc: ValidationError, root: type[BaseModel]) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent = _model_at(root, loc[:-1])
+            allowed = list(parent.model_fields) if parent else []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=2, cutoff=0.6)
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+            parts.append(f"{path}: unknown key. {hint}Allowed keys here: {', '.join(allowed)}")
+        elif kind == "missing":
+            parts.append(f"{path}: required but missing; add it")
+        elif kind == "enum":
+            expected = err.get("ctx", {}).get("expected", "")
+            parts.append(f"{path}: {err['input']!r} is not allowed; use one of {expected}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{path}: {msg} (got {err.get('input')!r})" if "input" in err and not isinstance(
+                err.get("input"), dict) else f"{path}: {msg}")
+    return "; ".join(parts) + "."

@@ -1,0 +1,191 @@
+"""The scenario schema (SCENARIO_FORMAT.md, version 1, and its extensions).
+
+Pydantic models, frozen and closed (`extra="forbid"`): a typo is an error naming the field.
+Quantities accept human units through `hwsim.units`; inside they are SI floats.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, model_validator
+
+from hwsim import units
+
+Bytes = Annotated[float, BeforeValidator(units.parse_bytes)]
+BytesPerS = Annotated[float, BeforeValidator(units.parse_rate)]
+FlopPerS = Annotated[float, BeforeValidator(units.parse_flop_rate)]
+Seconds = Annotated[float, BeforeValidator(units.parse_time)]
+Watts = Annotated[float, BeforeValidator(units.parse_power)]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+class Dtype(StrEnum):
+    FP32 = "fp32"
+    TF32 = "tf32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    FP8 = "fp8"
+
+
+class IntraKind(StrEnum):
+    SWITCH = "switch"
+    RING = "ring"
+    MESH = "mesh"
+    PCIE = "pcie"
+
+
+class InterKind(StrEnum):
+    FAT_TREE = "fat-tree"
+    RAIL_OPTIMIZED = "rail-optimized"
+    TORUS = "torus"
+
+
+class MlpKind(StrEnum):
+    GELU = "gelu"
+    SWIGLU = "swiglu"
+
+
+class Schedule(StrEnum):
+    GPIPE = "gpipe"
+    ONE_F_ONE_B = "1f1b"
+    INTERLEAVED = "interleaved"
+    ZERO_BUBBLE = "zero-bubble"
+
+
+class Recompute(StrEnum):
+    NONE = "none"
+    SELECTIVE = "selective"
+    FULL = "full"
+
+
+class PeakConfig(_Closed):
+    """Dense peak compute per dtype (no structured sparsity)."""
+
+    fp32: FlopPerS
+    tf32: FlopPerS | None = None
+    fp16: FlopPerS
+    bf16: FlopPerS | None = None
+    fp8: FlopPerS | None = None
+
+
+class AcceleratorConfig(_Closed):
+    name: str
+    description: str = ""
+    peak: PeakConfig
+    hbm: Bytes
+    hbm_bandwidth: BytesPerS
+    l2_cache: Bytes = 0.0
+    sm_count: PositiveInt = 1
+    tdp: Watts = 0.0
+    price_per_hour: float = Field(0.0, ge=0, description="USD per device-hour")
+    host_bandwidth: BytesPerS = Field(default=32e9, description="host link per direction (PCIe/C2C)")
+    kernel_profile: str = Field("", description="name of the kernel-efficiency data; default: the preset's name")
+    sources: dict[str, str] = Field(default_factory=dict)
+
+
+class IntraNodeConfig(_Closed):
+    kind: IntraKind = IntraKind.SWITCH
+    bandwidth: BytesPerS
+    latency: Seconds = 1e-6
+
+
+class InterNodeConfig(_Closed):
+    kind: InterKind = InterKind.FAT_TREE
+    nics_per_node: PositiveInt = 1
+    nic_bandwidth: BytesPerS
+    latency: Seconds = 5e-6
+    oversubscription: float = Field(1.0, ge=1.0)
+    torus_dims: tuple[PositiveInt, ...] | None = None
+
+
+class ClusterConfig(_Closed):
+    accelerator: AcceleratorConfig
+    nodes: PositiveInt = 1
+    devices_per_node: PositiveInt = 8
+    intra_node: IntraNodeConfig
+    inter_node: InterNodeConfig | None = None
+
+    @property
+    def n_devices(self) -> int:
+        return self.nodes * self.devices_per_node
+
+
+class MoeConfig(_Closed):
+    experts: PositiveInt
+    top_k: PositiveInt = 2
+    moe_ffn_hidden: PositiveInt | None = None
+    shared_experts: int = Field(0, ge=0)
+    dense_layers: int = Field(0, ge=0)
+
+
+class ModelConfig(_Closed):
+    name: str = ""
+    layers: PositiveInt
+    hidden: PositiveInt
+    heads: PositiveInt
+    kv_heads: PositiveInt | None = None
+    head_dim: PositiveInt | None = None
+    ffn_hidden: PositiveInt
+    mlp: MlpKind = MlpKind.GELU
+    vocab: PositiveInt
+    seq_len: PositiveInt
+    tied_embeddings: bool = False
+    causal: bool = True
+    moe: MoeConfig | None = None
+    sources: dict[str, str] = Field(default_factory=dict)
+
+
+class ParallelConfig(_Closed):
+    tp: PositiveInt = 1
+    pp: PositiveInt = 1
+    dp: PositiveInt | None = None
+    cp: PositiveInt = 1
+    ep: PositiveInt = 1
+    sequence_parallel: bool = False
+    virtual_stages: PositiveInt = 1
+    schedule: Schedule = Schedule.ONE_F_ONE_B
+    zero_stage: int = Field(0, ge=0, le=3)
+    recompute: Recompute = Recompute.NONE
+    order: str = Field("tp-cp-ep-dp-pp", description="rank order, fastest-varying first (Megatron)")
+    dp_bucket: Bytes = Field(40e6, description="gradient bucket size for the dp reduction")
+    overlap_grad_reduce: bool = True
+    overlap_param_gather: bool = True
+
+
+class TrainingConfig(_Closed):
+    global_batch: PositiveInt
+    micro_batch: PositiveInt = 1
+    precision: Dtype = Dtype.BF16
+    optimizer: str = "adam"
+    tokens: float | None = Field(None, gt=0, description="token budget for time-to-train, cost, energy")
+
+
+class NetworkModelKind(StrEnum):
+    MAXMIN = "maxmin"
+    IDEAL = "ideal"
+
+
+class SimulationConfig(_Closed):
+    fold: bool | None = Field(None, description="None: fold when exact")
+    network_model: NetworkModelKind = NetworkModelKind.MAXMIN
+
+
+class ScenarioConfig(_Closed):
+    name: str = "scenario"
+    cluster: ClusterConfig
+    model: ModelConfig
+    parallel: ParallelConfig = ParallelConfig()
+    training: TrainingConfig
+    simulation: SimulationConfig = SimulationConfig()
+
+    @model_validator(mode="after")
+    def _inter_node_needed(self) -> "ScenarioConfig":
+        if self.cluster.nodes > 1 and self.cluster.inter_node is None:
+            raise ValueError("cluster.inter_node is required when cluster.nodes > 1: "
+                             "add inter_node: {kind: fat-tree, nics_per_node: 8, nic_bandwidth: 400 Gb/s}")
+        return self

@@ -1,0 +1,58 @@
+"""The tasks of a TaskGraph: typed, slotted, immutable (millions may exist)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from hwsim.network.transfer import Transfer
+
+
+class TaskKind(StrEnum):
+    COMPUTE = "compute"        # a kernel (or a fused group of kernels) on a device's stream
+    COLLECTIVE = "collective"  # a collective or send/recv over a group; phases = transfers
+    ALLOC = "alloc"            # takes mem_bytes of HBM (instant)
+    FREE = "free"              # gives mem_bytes of HBM back (instant)
+    COPY = "copy"              # a host<->device copy (duration on the copy stream)
+
+
+class Stream(StrEnum):
+    """A device's in-order queues, as CUDA streams: each runs one task at a time, in the order
+    the compiler issued them."""
+
+    COMPUTE = "compute"
+    COMM = "comm"      # tensor/context/expert-parallel collectives
+    P2P = "p2p"        # pipeline send/recv of activations (towards the last stage)
+    P2P_BWD = "p2p-bwd"  # pipeline send/recv of gradients (towards the first stage)
+    DP = "dp"          # data-parallel gradient reduction (all-reduce / reduce-scatter)
+    DP_GATHER = "dp-gather"  # parameter all-gathers (ZeRO / FSDP), beside the reductions as in FSDP
+    COPY = "copy"      # host <-> device
+
+
+class MemKind(StrEnum):
+    WEIGHTS = "weights"
+    GRADIENTS = "gradients"
+    OPTIMIZER = "optimizer"
+    ACTIVATIONS = "activations"
+    TEMPORARY = "temporary"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One unit of work. `devices` are the simulated devices whose `stream` it occupies (one
+    for compute, the simulated members of the group for a collective). `category` is the
+    report's word for it: fwd, bwd, bwd-weight, recompute, optimizer, tp, cp, ep, pp, dp, ..."""
+
+    name: str
+    kind: TaskKind
+    devices: tuple[int, ...]
+    stream: Stream = Stream.COMPUTE
+    duration_s: float = 0.0
+    transfers: tuple[Transfer, ...] = ()
+    mem_bytes: float = 0.0
+    mem_kind: MemKind = MemKind.TEMPORARY
+    category: str = ""
+    layer: int = -1
+    micro_batch: int = -1
+    flop: float = 0.0
+    bytes_moved: float = 0.0
