@@ -1,0 +1,51 @@
+"""One training step, end to end: scenario → cluster + compiled step → SimPy run → summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hwsim.analysis.metrics import summarize
+from hwsim.config.schema import NetworkModelKind, ScenarioConfig
+from hwsim.engine.executor import simulate
+from hwsim.engine.trace import Trace
+from hwsim.hardware.kernels import KernelModel
+from hwsim.hardware.topology import build_topology
+from hwsim.network.maxmin import Ideal, MaxMinFair
+from hwsim.workload.compiler import CompiledStep, Granularity, compile_step
+from hwsim.workload.plan import resolve_plan
+
+# Above this many op-level tasks (estimated), a step is simulated at pipeline-step granularity
+# (same step time when tensor-parallel collectives do not contend; see compiler.Granularity).
+OP_LEVEL_TASK_LIMIT = 100_000
+
+
+@dataclass
+class StepResult:
+    compiled: CompiledStep
+    trace: Trace
+    summary: dict[str, Any]
+
+
+def estimate_op_tasks(scenario: ScenarioConfig, fold: bool) -> int:
+    plan = resolve_plan(scenario)
+    per_layer = 45  # forward, backward, recompute kernels and collectives of one layer, op level
+    roles = plan.pp if fold else plan.n_devices
+    return roles * plan.n_micro * (scenario.model.layers // plan.pp + 1) * per_layer
+
+
+def run_step(scenario: ScenarioConfig, fold: bool | None = None,
+             granularity: Granularity | str | None = None) -> StepResult:
+    fold = (scenario.simulation.fold if scenario.simulation.fold is not None else True) if fold is None else fold
+    if granularity is None:
+        granularity = (Granularity.STEP if estimate_op_tasks(scenario, fold) > OP_LEVEL_TASK_LIMIT
+                       else Granularity.OP)
+    granularity = Granularity(granularity)
+    topology = build_topology(scenario.cluster)
+    kernels = KernelModel(scenario.cluster.accelerator)
+    network = (MaxMinFair if scenario.simulation.network_model == NetworkModelKind.MAXMIN else Ideal)(
+        topology.capacity_bytes_per_s)
+    compiled = compile_step(scenario, topology, kernels, fold=fold, granularity=granularity, network=network)
+    trace = simulate(compiled.graph, network, memory_capacity_bytes=scenario.cluster.accelerator.hbm,
+                     n_links=len(topology.links), initial_memory=compiled.initial_memory)
+    return StepResult(compiled, trace, summarize(compiled, trace, kernels))

@@ -1,0 +1,615 @@
+"""Compile one training step (model × plan × cluster) into a TaskGraph.
+
+The step is issued as a framework would: for each pipeline stage, its schedule's steps
+(forward, backward, weight-gradient of one micro-batch on one model chunk) in order, each
+expanded into the ops of its layers; tensor/context/expert-parallel collectives on the
+device's comm stream, pipeline sends on the p2p streams, data-parallel reductions and ZeRO
+gathers on the dp stream, memory allocations and frees beside the ops that make and free
+the tensors.
+
+Folding (DESIGN.md, "Scale"): by default one representative device per pipeline stage is
+simulated; the tensor-, context- and data-parallel peers of a stage do the same work at the
+same time. Their collectives are still charged in full: each collective's transfers carry the
+flows of every concurrent group of that stage (the "mirror" groups), on the real topology, so
+contention for NICs and switches is as in the unfolded run. `fold=False` simulates every
+device, with lock-step peers emitted instruction by instruction.
+
+Tasks are issued in one global order that respects every data dependency (a topological merge
+of the stages' schedules), so every stream's in-order list agrees with every other's and a
+rendezvous can never deadlock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Sequence
+
+from hwsim.config.schema import Dtype, Recompute, ScenarioConfig
+from hwsim.engine.task import MemKind, Stream, Task, TaskKind
+from hwsim.engine.taskgraph import TaskGraph
+from hwsim.hardware.kernels import KernelModel
+from hwsim.hardware.topology import Topology
+from hwsim.network.collectives import CollectiveOp, collective_transfers
+from hwsim.network.maxmin import MaxMinFair
+from hwsim.network.transfer import NetworkModel, Transfer
+from hwsim.workload import ops as O
+from hwsim.workload.memory import stage_params, static_memory_bytes
+from hwsim.workload.plan import Plan, resolve_plan
+from hwsim.workload.schedules import Action, chunk_layers, pipeline_schedule, split_backward
+from hwsim.workload.shard import Shard
+
+GRAD_REDUCE_BYTES = 4  # gradients are reduced in fp32 (Megatron --accumulate-allreduce-grads-in-fp32; FSDP reduce_dtype=float32 in torchtitan)
+
+
+class Granularity(StrEnum):
+    OP = "op"        # one task per kernel
+    LAYER = "layer"  # consecutive kernels between two collectives fused into one task (same totals)
+    STEP = "step"    # one compute task and one collective task per pipeline step (tp/cp/ep
+                     # collectives charged at their isolated time); the steps that finish a
+                     # chunk's gradients stay at layer level so the dp reduction overlaps as before
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """An op with its time on this hardware: a compute kernel or a collective."""
+
+    name: str
+    category: str
+    duration_s: float = 0.0
+    flop: float = 0.0
+    bytes_moved: float = 0.0
+    comm: tuple[str, str, float] | None = None  # (collective op, axis, size_bytes)
+    overlapped: bool = False   # a collective that runs alongside the next compute work (no data dependence)
+
+
+@dataclass
+class CompiledStep:
+    graph: TaskGraph
+    plan: Plan
+    scenario: ScenarioConfig
+    topology: Topology
+    simulated: tuple[int, ...]
+    stage_of: dict[int, int]
+    stands_for: dict[int, int]          # simulated device -> real devices it represents
+    initial_memory: dict[int, dict[MemKind, float]]
+    model_flop: float                   # whole cluster, one step, no recompute
+    folded: bool
+    granularity: Granularity
+
+
+_COLLECTIVE = {
+    "all-reduce": CollectiveOp.ALL_REDUCE, "all-gather": CollectiveOp.ALL_GATHER,
+    "reduce-scatter": CollectiveOp.REDUCE_SCATTER, "all-to-all": CollectiveOp.ALL_TO_ALL,
+    "send-recv": CollectiveOp.SEND_RECV, "broadcast": CollectiveOp.BROADCAST,
+}
+_AXIS_STREAM = {"tp": Stream.COMM, "cp": Stream.COMM, "ep": Stream.COMM}
+
+
+def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: str) -> list[Work]:
+    """Give each op its kernel time on this accelerator (collectives keep their spec)."""
+    gemm_dtype = Dtype.FP8 if plan.fp8 else plan.precision
+    act_dtype = Dtype.BF16 if plan.fp8 else plan.precision
+    out = []
+    for i, op in enumerate(ops):
+        if op.kind == O.OpKind.COMM:
+            # overlaps the op named by overlap_with when it comes next (with a split backward the
+            # weight-gradient GEMM it hid behind moves to the W step, and the collective blocks)
+            overlapped = bool(op.overlap_with) and i + 1 < len(ops) and ops[i + 1].name == op.overlap_with
+            out.append(Work(op.name, category, comm=op.comm, overlapped=overlapped))
+            continue
+        if op.kind == O.OpKind.GEMM:
+            m, n, k = op.gemm
+            t = kernels.gemm_time_s(m, n, k, gemm_dtype, batch=op.gemm_batch)
+            if plan.fp8 and op.phase != O.Phase.BWD_WEIGHT:
+                # Transformer Engine casts the GEMM's activation input to fp8 first (forward: read
+                # bf16, write fp8 = 3 B/element; backward: fused cast+transpose of dY = 4 B/element);
+                # the weight-gradient GEMM reuses those (TE fp8_cast_transpose_fused).
+                cast_bytes = (3 if op.phase == O.Phase.FWD else 4) * m * k * op.gemm_batch
+                t += kernels.memory_time_s(cast_bytes)
+        elif op.kind == O.OpKind.ATTENTION:
+            b, h, sq, skv, d, causal = op.attention
+            t = kernels.attention_time_s(b, h, sq, skv, d, causal, act_dtype, backward=op.phase != O.Phase.FWD)
+        else:
+            t = kernels.memory_time_s(op.bytes_moved)
+        out.append(Work(op.name, category, duration_s=t, flop=op.flop, bytes_moved=op.bytes_moved))
+    return out
+
+
+def fuse(works: Sequence[Work], name: str) -> list[Work]:
+    """Fuse runs of compute works between collectives into one work (same totals)."""
+    out: list[Work] = []
+    run: list[Work] = []
+
+    def flush() -> None:
+        if run:
+            out.append(Work(f"{name}[{run[0].name}..{run[-1].name}]" if len(run) > 1 else run[0].name,
+                            run[0].category, duration_s=sum(w.duration_s for w in run),
+                            flop=sum(w.flop for w in run), bytes_moved=sum(w.bytes_moved for w in run)))
+            run.clear()
+
+    isolate_next = False
+    for w in works:
+        if w.comm is None:
+            run.append(w)
+            if isolate_next:   # the op an overlapped collective hides behind stays a task of its own
+                flush()
+                isolate_next = False
+        else:
+            flush()
+            out.append(w)
+            isolate_next = w.overlapped
+    flush()
+    return out
+
+
+@dataclass
+class _LayerWork:
+    fwd: list[Work]
+    bwd: list[Work]            # whole backward, or input-gradient part when split
+    bwd_weight: list[Work]     # weight-gradient part (zero-bubble), else empty
+    recompute: list[Work]
+    act_bytes: float           # activation bytes kept per micro-batch
+    recompute_extra_bytes: float  # transient bytes while recomputing (full recompute)
+    param_bytes_local: float   # this device's share of the layer's parameters (bf16/fp16 copy)
+    n_params_local: float
+
+
+@dataclass
+class _Emitter:
+    graph: TaskGraph
+    plan: Plan
+    topology: Topology
+    folded: bool
+    cursor: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    _transfer_cache: dict = field(default_factory=dict)
+
+    _roles: dict = field(default_factory=dict)
+
+    def role_devices(self, stage: int) -> tuple[int, ...]:
+        key = ("role", stage)
+        if key not in self._roles:
+            self._roles[key] = ((self.plan.rank(pp=stage),) if self.folded else
+                                tuple(r for r in range(self.plan.n_devices) if self.plan.coords(r)["pp"] == stage))
+        return self._roles[key]
+
+    def _groups(self, axis: str, stage: int) -> tuple[tuple[int, ...], ...]:
+        key = (axis, stage)
+        if key not in self._roles:
+            self._roles[key] = self.plan.ep_groups(stage) if axis == "ep" else self.plan.groups(axis, stage)
+        return self._roles[key]
+
+    def pipeline_pairs(self, stage_from: int, stage_to: int) -> tuple[tuple[int, int], ...]:
+        key = ("pairs", stage_from, stage_to)
+        if key not in self._roles:
+            plan = self.plan
+            self._roles[key] = tuple((r, plan.rank(**{**plan.coords(r), "pp": stage_to}))
+                                     for r in range(plan.n_devices) if plan.coords(r)["pp"] == stage_from)
+        return self._roles[key]
+
+    def transfers(self, op: str, axis: str, stage: int, size_bytes: float,
+                  groups: tuple[tuple[int, ...], ...]) -> tuple[Transfer, ...]:
+        key = (op, axis, stage, size_bytes, groups if not self.folded else None)
+        hit = self._transfer_cache.get(key)
+        if hit is None:
+            if op == "send-recv" and axis == "cp":   # ring attention: each rank passes to its ring successor
+                groups = tuple((g[i], g[(i + 1) % len(g)]) for g in groups for i in range(len(g)))
+            hit = collective_transfers(self.topology, _COLLECTIVE[op], groups, size_bytes)
+            self._transfer_cache[key] = hit
+        return hit
+
+    def collective_groups(self, axis: str, stage: int) -> list[tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]]:
+        """(simulated devices of the task, the groups whose flows it carries), one per task."""
+        groups = self._groups(axis, stage)
+        if self.folded:
+            return [((self.plan.rank(pp=stage),), groups)]
+        return [(g, (g,)) for g in groups]
+
+    def compute(self, devices: Sequence[int], w: Work, layer: int, mb: int, category: str | None = None) -> None:
+        for d in devices:
+            tid = self.graph.add(Task(w.name, TaskKind.COMPUTE, (d,), Stream.COMPUTE, duration_s=w.duration_s,
+                                      category=category or w.category, layer=layer, micro_batch=mb,
+                                      flop=w.flop, bytes_moved=w.bytes_moved), self.cursor.get(d, ()))
+            self.cursor[d] = (tid,)
+
+    def collective(self, stage: int, devices: Sequence[int], op: str, axis: str, size_bytes: float, name: str,
+                   category: str, layer: int, mb: int, stream: Stream, deps: Sequence[int] | None = None,
+                   advance: bool = True) -> list[int]:
+        """One collective per group of `axis` among `devices` (folded: one task for all)."""
+        ids = []
+        for sim_devs, groups in self.collective_groups(axis, stage):
+            sim_devs = tuple(d for d in sim_devs if d in devices) or tuple(sim_devs)
+            task_deps = (tuple(dict.fromkeys(x for d in sim_devs for x in self.cursor.get(d, ())))
+                         if deps is None else tuple(deps))
+            tid = self.graph.add(Task(name, TaskKind.COLLECTIVE, sim_devs, stream,
+                                      transfers=self.transfers(op, axis, stage, size_bytes, groups),
+                                      category=category, layer=layer, micro_batch=mb, bytes_moved=size_bytes),
+                                 task_deps)
+            ids.append(tid)
+            if advance:
+                for d in sim_devs:
+                    self.cursor[d] = (tid,)
+        return ids
+
+    def memory(self, devices: Sequence[int], kind: TaskKind, n_bytes: float, mem_kind: MemKind, name: str,
+               layer: int = -1, mb: int = -1) -> None:
+        if n_bytes <= 0:
+            return
+        for d in devices:
+            self.graph.add(Task(name, kind, (d,), Stream.COMPUTE, mem_bytes=n_bytes, mem_kind=mem_kind,
+                                layer=layer, micro_batch=mb, category="memory"), self.cursor.get(d, ()))
+
+
+def _layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer: bool, split: bool,
+                granularity: Granularity) -> _LayerWork:
+    fwd_ops = O.layer_forward_ops(model, shard, moe_layer)
+    bwd_ops = O.layer_backward_ops(model, shard, moe_layer)
+    fwd = time_ops(fwd_ops, kernels, plan, "fwd")
+    rec = time_ops(fwd_ops, kernels, plan, "recompute") if plan.recompute == Recompute.FULL else []
+    if split:
+        bwd = time_ops([o for o in bwd_ops if o.phase != O.Phase.BWD_WEIGHT], kernels, plan, "bwd")
+        bww = time_ops([o for o in bwd_ops if o.phase == O.Phase.BWD_WEIGHT], kernels, plan, "bwd-weight")
+    else:
+        bwd, bww = time_ops(bwd_ops, kernels, plan, "bwd"), []
+    if granularity in (Granularity.LAYER, Granularity.STEP):
+        fwd, bwd, bww, rec = fuse(fwd, "fwd"), fuse(bwd, "bwd"), fuse(bww, "bwd-weight"), fuse(rec, "recompute")
+    act = O.layer_activation_bytes(model, shard, plan.recompute, moe_layer=moe_layer)
+    extra = (O.layer_activation_bytes(model, shard, Recompute.NONE, moe_layer=moe_layer) - act
+             if plan.recompute == Recompute.FULL else 0.0)
+    n_local = O.layer_param_count(model, moe_layer, plan.tp, plan.ep)
+    return _LayerWork(fwd, bwd, bww, rec, act, extra, n_local * shard.dtype_bytes, n_local)
+
+
+def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelModel, fold: bool = True,
+                 granularity: Granularity = Granularity.OP, network: NetworkModel | None = None) -> CompiledStep:
+    """`network` prices collectives in isolation for the STEP granularity (max-min by default)."""
+    if network is None:
+        network = MaxMinFair(topology.capacity_bytes_per_s)
+    plan = resolve_plan(scenario)
+    model = scenario.model
+    shard = Shard(micro_batch=plan.micro_batch, seq_len=model.seq_len, tp=plan.tp, cp=plan.cp, ep=plan.ep,
+                  sequence_parallel=plan.sequence_parallel, dtype_bytes=4 if plan.precision == Dtype.FP32 else 2,
+                  fp8=plan.fp8)
+    split = split_backward(plan.schedule)
+    dense_layers = model.moe.dense_layers if model.moe else model.layers
+    works = {moe: _layer_work(model, shard, plan, kernels, moe, split, granularity)
+             for moe in ((False, True) if model.moe else (False,))}
+
+    def layer_work(layer: int) -> _LayerWork:
+        return works[bool(model.moe) and layer >= dense_layers]
+
+    emb_fwd, emb_bwd = (time_ops(x, kernels, plan, c) for x, c in zip(O.embedding_ops(model, shard), ("fwd", "bwd")))
+    head_fwd, head_bwd = (time_ops(x, kernels, plan, c) for x, c in zip(O.head_ops(model, shard), ("fwd", "bwd")))
+    if granularity in (Granularity.LAYER, Granularity.STEP):
+        emb_fwd, emb_bwd, head_fwd, head_bwd = (fuse(w, n) for w, n in
+                                                ((emb_fwd, "emb"), (emb_bwd, "emb"), (head_fwd, "head"), (head_bwd, "head")))
+    head_act = O.head_activation_bytes(model, shard)
+
+    pp, v = plan.pp, plan.virtual_stages
+    n_virtual = pp * v
+    layers_of = chunk_layers(model.layers, pp, v)          # [stage][chunk] -> range of layers
+    schedule = pipeline_schedule(plan.schedule, pp, plan.n_micro, v)
+    graph = TaskGraph()
+    em = _Emitter(graph, plan, topology, fold)
+    zero3 = plan.zero_stage >= 3
+    dp_op = "all-reduce" if plan.zero_stage == 0 else "reduce-scatter"
+
+    # Which step of a stage is the last to touch each chunk's weight gradients.
+    last_grad_step: dict[tuple[int, int], int] = {}
+    for s in range(pp):
+        for i, st in enumerate(schedule[s]):
+            if st.action == (Action.W if split else Action.B):
+                last_grad_step[(s, st.chunk)] = i
+
+    p2p_bytes = plan.micro_batch * model.seq_len / plan.cp * model.hidden * shard.dtype_bytes / plan.tp
+    p2p: dict[tuple[str, int, int], int] = {}        # (direction, mb, receiving virtual stage) -> task
+    fwd_end: dict[tuple[int, int], tuple[int, ...]] = {}
+    dp_tasks: dict[int, list[int]] = {s: [] for s in range(pp)}
+
+    def send(stage_from: int, stage_to: int, key: tuple[str, int, int], stream: Stream, devices: tuple[int, ...]):
+        # one pipeline hop per (tp, cp, dp) coordinate; folded: the representatives carry every pair
+        pairs = em.pipeline_pairs(stage_from, stage_to)
+        if fold:
+            sim = (plan.rank(pp=stage_from), plan.rank(pp=stage_to))
+            tasks = [(sim, pairs)]
+        else:
+            tasks = [(pr, (pr,)) for pr in pairs]
+        ids = []
+        for sim, groups in tasks:
+            deps = em.cursor.get(sim[0], ())
+            ids.append(graph.add(Task(f"send {key[0]} mb{key[1]} vs{key[2]}", TaskKind.COLLECTIVE, sim, stream,
+                                      transfers=em.transfers("send-recv", "pp", stage_from, p2p_bytes, groups),
+                                      category="pp", micro_batch=key[1], bytes_moved=p2p_bytes), deps))
+        p2p[key] = ids
+
+    def receive(key: tuple[str, int, int], devices: tuple[int, ...]) -> None:
+        ids = p2p.pop(key)
+        if fold:
+            for d in devices:
+                em.cursor[d] = (ids[0],)
+        else:
+            by_dst = {graph.tasks[i].devices[1]: i for i in ids}
+            for d in devices:
+                em.cursor[d] = (by_dst[d],)
+
+    def gather(stage: int, devices, lw: _LayerWork, layer: int, mb: int, history: list) -> None:
+        """ZeRO-3/FSDP: all-gather a layer's parameters, prefetched while the layer before the
+        previous one computes (FSDP's one-unit-ahead prefetch); the layer's compute waits for it."""
+        ids = em.collective(stage, devices, "all-gather", "dp", lw.param_bytes_local,
+                            f"zero3 gather L{layer}", "dp", layer, mb, Stream.DP_GATHER,
+                            deps=history[-2] if len(history) >= 2 else (), advance=False)
+        em.memory(devices, TaskKind.ALLOC, lw.param_bytes_local, MemKind.WEIGHTS, f"gathered L{layer}", layer, mb)
+        for d in devices:
+            em.cursor[d] = tuple(em.cursor.get(d, ())) + tuple(ids)
+
+    comm_time_cache: dict[tuple, float] = {}
+
+    def serial_time(stage: int, works: Sequence[Work]) -> tuple[float, float, float]:
+        """(compute seconds, exposed collective seconds, FLOPs) of a work list run in order,
+        collectives at their isolated time; an overlapped collective hides behind the next work."""
+        compute = comm = flop = 0.0
+        hidden = 0.0
+        for w in works:
+            if w.comm is None:
+                compute += w.duration_s
+                flop += w.flop
+                comm += max(0.0, hidden - w.duration_s)
+                hidden = 0.0
+                continue
+            op, axis, size = w.comm
+            key = (op, axis, stage, size)
+            if key not in comm_time_cache:
+                comm_time_cache[key] = sum(t.latency_s + t.max_link_bytes / r for t, r in (
+                    (t, network.rates([t])[0] if t.link_bytes else 1.0)
+                    for t in em.transfers(op, axis, stage, size, em._groups(axis, stage))))
+            if w.overlapped:
+                hidden += comm_time_cache[key]
+            else:
+                comm += comm_time_cache[key]
+        return compute, comm + hidden, flop
+
+    def run_step_fused(stage: int, devices, layer_ids, mb: int, phase: str) -> None:
+        lws = [layer_work(x) for x in layer_ids]
+        if phase == "F":
+            parts = [("fwd", [w for lw in lws for w in lw.fwd])]
+            em.memory(devices, TaskKind.ALLOC, sum(lw.act_bytes for lw in lws), MemKind.ACTIVATIONS,
+                      f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
+        else:
+            parts = []
+            if phase in ("B", "BW") and lws[0].recompute:
+                # one layer is recomputed at a time: the transient is the largest layer's
+                em.memory(devices, TaskKind.ALLOC, max(lw.recompute_extra_bytes for lw in lws), MemKind.ACTIVATIONS,
+                          f"recompute L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
+                parts.append(("recompute", [w for lw in lws for w in lw.recompute]))
+            if phase in ("B", "BW"):
+                parts.append(("bwd", [w for lw in lws for w in lw.bwd]))
+            if phase in ("W", "BW"):
+                parts.append(("bwd-weight", [w for lw in lws for w in lw.bwd_weight]))
+        for category, works_ in parts:
+            compute, comm, flop = serial_time(stage, works_)
+            name = f"{category} L{layer_ids[0]}..L{layer_ids[-1]}"
+            em.compute(devices, Work(name, category, duration_s=compute, flop=flop), layer_ids[0], mb)
+            if comm > 0:
+                axis = next(w.comm[1] for w in works_ if w.comm is not None)
+                for d in devices:
+                    tid = graph.add(Task(f"{axis} collectives of {name}", TaskKind.COLLECTIVE, (d,), Stream.COMM,
+                                         duration_s=comm, category=axis, layer=layer_ids[0], micro_batch=mb),
+                                    em.cursor.get(d, ()))
+                    em.cursor[d] = (tid,)
+        if phase in ("B", "BW"):
+            extra = max(lw.recompute_extra_bytes for lw in lws) if lws[0].recompute else 0.0
+            em.memory(devices, TaskKind.FREE, sum(lw.act_bytes for lw in lws) + extra,
+                      MemKind.ACTIVATIONS, f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
+
+    def run_layers(stage: int, devices, layer_ids, mb: int, phase: str, last_mb_for_grads: bool) -> None:
+        if (granularity == Granularity.STEP and not zero3 and layer_ids
+                and not (phase in ("BW", "W") and last_mb_for_grads)):
+            run_step_fused(stage, devices, layer_ids, mb, phase)
+            return
+        history: list[tuple[int, ...]] = []
+        for layer in layer_ids:
+            lw = layer_work(layer)
+            history.append(tuple(x for d in devices for x in em.cursor.get(d, ())))
+            if phase == "F":
+                if zero3:
+                    gather(stage, devices, lw, layer, mb, history)
+                em.memory(devices, TaskKind.ALLOC, lw.act_bytes, MemKind.ACTIVATIONS, f"act L{layer}", layer, mb)
+                for w in lw.fwd:
+                    _emit(stage, devices, w, layer, mb)
+                if zero3:
+                    em.memory(devices, TaskKind.FREE, lw.param_bytes_local, MemKind.WEIGHTS,
+                              f"gathered L{layer}", layer, mb)
+            else:
+                if phase in ("B", "BW") and zero3:
+                    gather(stage, devices, lw, layer, mb, history)
+                if phase in ("B", "BW") and lw.recompute:
+                    em.memory(devices, TaskKind.ALLOC, lw.recompute_extra_bytes, MemKind.ACTIVATIONS,
+                              f"recompute L{layer}", layer, mb)
+                    for w in lw.recompute:
+                        _emit(stage, devices, w, layer, mb)
+                for w in (lw.bwd if phase in ("B", "BW") else []) + (lw.bwd_weight if phase in ("W", "BW") else []):
+                    _emit(stage, devices, w, layer, mb)
+                if phase in ("B", "BW"):
+                    em.memory(devices, TaskKind.FREE, lw.act_bytes + lw.recompute_extra_bytes, MemKind.ACTIVATIONS,
+                              f"act L{layer}", layer, mb)
+                    if zero3:
+                        em.memory(devices, TaskKind.FREE, lw.param_bytes_local, MemKind.WEIGHTS,
+                                  f"gathered L{layer}", layer, mb)
+                grads_done = phase in ("BW", "W")
+                if zero3 and grads_done:
+                    dp_tasks[stage] += em.collective(
+                        stage, devices, "reduce-scatter", "dp", lw.n_params_local * GRAD_REDUCE_BYTES,
+                        f"zero3 grad reduce L{layer}", "dp", layer, mb, Stream.DP, advance=False)
+                elif grads_done and last_mb_for_grads and plan.dp > 1:
+                    bucket.append(layer)
+                    if sum(layer_work(x).n_params_local for x in bucket) * GRAD_REDUCE_BYTES >= scenario.parallel.dp_bucket:
+                        flush_bucket(stage, devices)
+
+    bucket: list[int] = []
+
+    def flush_bucket(stage: int, devices) -> None:
+        if not bucket:
+            return
+        n = sum(layer_work(x).n_params_local for x in bucket)
+        dp_tasks[stage] += em.collective(stage, devices, dp_op, "dp", n * GRAD_REDUCE_BYTES,
+                                         f"dp grad {dp_op} L{bucket[-1]}..L{bucket[0]}", "dp", bucket[0], -1,
+                                         Stream.DP, advance=False)
+        bucket.clear()
+
+    overlapping: dict[int, tuple[int, ...]] = {}   # device -> collective running beside its next compute
+
+    def _emit(stage: int, devices, w: Work, layer: int, mb: int) -> None:
+        if w.comm is None:
+            em.compute(devices, w, layer, mb)
+            for d in devices:
+                if d in overlapping:
+                    em.cursor[d] = em.cursor[d] + overlapping.pop(d)
+        else:
+            op, axis, size = w.comm
+            ids = em.collective(stage, devices, op, axis, size, w.name, axis, layer, mb,
+                                _AXIS_STREAM.get(axis, Stream.COMM), advance=not w.overlapped)
+            if w.overlapped:
+                for d in devices:
+                    overlapping[d] = overlapping.get(d, ()) + tuple(
+                        i for i in ids if d in graph.tasks[i].devices or fold)
+
+    def _issue_step(s: int, st, j: int, index: int) -> None:
+        devices = em.role_devices(s)
+        layer_ids = layers_of[s][st.chunk]
+        mb = st.micro_batch
+        last = index == last_grad_step.get((s, st.chunk))
+        if st.action == Action.F:
+            if j > 0:
+                receive(("F", mb, j), devices)
+            if j == 0:
+                for w in emb_fwd:
+                    _emit(s, devices, w, -1, mb)
+            run_layers(s, devices, layer_ids, mb, "F", False)
+            if j == n_virtual - 1:
+                em.memory(devices, TaskKind.ALLOC, head_act, MemKind.ACTIVATIONS, "logits", -1, mb)
+                for w in head_fwd:
+                    _emit(s, devices, w, -1, mb)
+            else:
+                send(s, (j + 1) % pp, ("F", mb, j + 1), Stream.P2P, devices)
+            return
+        if st.action == Action.B:
+            if j < n_virtual - 1:
+                receive(("B", mb, j), devices)
+            else:
+                for w in head_bwd:
+                    _emit(s, devices, w, -1, mb)
+                em.memory(devices, TaskKind.FREE, head_act, MemKind.ACTIVATIONS, "logits", -1, mb)
+            run_layers(s, devices, list(reversed(layer_ids)), mb, "B" if split else "BW", last)
+            if j == 0:
+                for w in emb_bwd:
+                    _emit(s, devices, w, -1, mb)
+            else:
+                send(s, (j - 1) % pp, ("B", mb, j - 1), Stream.P2P_BWD, devices)
+        else:  # W: weight gradients of the chunk (zero-bubble)
+            run_layers(s, devices, list(reversed(layer_ids)), mb, "W", last)
+        if last:
+            flush_bucket(s, devices)
+
+    # ZeRO-1/2 (distributed optimizer): parameters are all-gathered after the optimizer; with
+    # overlap_param_gather that gather overlaps the next step's forward, so in the steady state
+    # it is issued at the start of the step, one bucket per chunk, and the chunk's first forward
+    # waits for it.
+    if plan.zero_stage in (1, 2) and plan.dp > 1:
+        for s in range(pp):
+            devices = em.role_devices(s)
+            for c in range(v):
+                n = sum(layer_work(x).n_params_local for x in layers_of[s][c])
+                ids = em.collective(s, devices, "all-gather", "dp", n * shard.dtype_bytes,
+                                    f"param gather chunk{c}", "dp", -1, -1, Stream.DP_GATHER, advance=False)
+                for d in devices:
+                    em.cursor[d] = tuple(em.cursor.get(d, ())) + tuple(ids)
+
+    # Issue the stages' steps in the order they are expected to start (a list-scheduling pass
+    # with each step's compute time), so that every stream's issue order follows time as a
+    # framework's program order would; ties go to the lower stage.
+    def step_seconds(s: int, st) -> float:
+        layer_ids = layers_of[s][st.chunk]
+        j = st.chunk * pp + s
+        if st.action == Action.F:
+            extra = (emb_fwd if j == 0 else []) + (head_fwd if j == n_virtual - 1 else [])
+            return sum(w.duration_s for x in layer_ids for w in layer_work(x).fwd) + sum(w.duration_s for w in extra)
+        if st.action == Action.B:
+            extra = (emb_bwd if j == 0 else []) + (head_bwd if j == n_virtual - 1 else [])
+            return (sum(w.duration_s for x in layer_ids for w in layer_work(x).bwd + layer_work(x).recompute)
+                    + sum(w.duration_s for w in extra))
+        return sum(w.duration_s for x in layer_ids for w in layer_work(x).bwd_weight)
+
+    for start, s, index, st in _expected_order(schedule, pp, n_virtual, step_seconds):
+        _issue_step(s, st, st.chunk * pp + s, index)
+
+    # Tied embeddings across stages: first and last stage all-reduce the embedding gradient.
+    if model.tied_embeddings and pp > 1:
+        size = model.vocab * model.hidden / plan.tp * GRAD_REDUCE_BYTES
+        first, lastst = em.role_devices(0), em.role_devices(pp - 1)
+        pairs = tuple((a, plan.rank(**{**plan.coords(a), "pp": pp - 1})) for a in range(plan.n_devices)
+                      if plan.coords(a)["pp"] == 0)
+        sims = [((plan.rank(pp=0), plan.rank(pp=pp - 1)), pairs)] if fold else [(p_, (p_,)) for p_ in pairs]
+        for sim, groups in sims:
+            deps = tuple(dict.fromkeys(x for d in sim for x in em.cursor.get(d, ())))
+            tid = graph.add(Task("embedding grad all-reduce", TaskKind.COLLECTIVE, sim, Stream.DP,
+                                 transfers=collective_transfers(topology, CollectiveOp.ALL_REDUCE, groups, size),
+                                 category="dp", bytes_moved=size), deps)
+            dp_tasks[0].append(tid)
+            dp_tasks[pp - 1].append(tid)
+
+    # Optimizer step on each stage once its gradients are reduced.
+    initial: dict[int, dict[MemKind, float]] = {}
+    stands_for: dict[int, int] = {}
+    stage_of: dict[int, int] = {}
+    for s in range(pp):
+        devices = em.role_devices(s)
+        n_local = stage_params(model, pp, s, v, plan.tp, plan.ep)
+        shard_frac = plan.dp if plan.zero_stage >= 1 else 1
+        opt = time_ops(O.optimizer_ops(n_local / shard_frac), kernels, plan, "optimizer")
+        for d in devices:
+            em.cursor[d] = tuple(dict.fromkeys(em.cursor.get(d, ()) + tuple(dp_tasks[s])))
+        for w in opt:
+            em.compute(devices, w, -1, -1, "optimizer")
+        static = static_memory_bytes(n_local, plan.zero_stage, plan.dp, plan.precision)
+        for d in devices:
+            initial[d] = dict(static)
+            stage_of[d] = s
+            stands_for[d] = plan.n_devices // pp if fold else 1
+    return CompiledStep(graph=graph, plan=plan, scenario=scenario, topology=topology,
+                        simulated=tuple(sorted(stage_of)), stage_of=stage_of, stands_for=stands_for,
+                        initial_memory=initial, model_flop=O.model_flop_per_step(model, plan.global_batch),
+                        folded=fold, granularity=granularity)
+
+
+def _expected_order(schedule, pp: int, n_virtual: int, seconds) -> list:
+    """(expected start, stage, index, step) of every step, sorted by start then stage: each
+    stage runs its steps in order; F of virtual stage j waits for F of j−1, B of j for B of j+1."""
+    pos = [0] * pp
+    free = [0.0] * pp
+    end: dict[tuple[str, int, int], float] = {}
+    out = []
+    remaining = sum(len(x) for x in schedule)
+    while remaining:
+        progressed = False
+        for s in range(pp):
+            while pos[s] < len(schedule[s]):
+                st = schedule[s][pos[s]]
+                j = st.chunk * pp + s
+                dep = None
+                if st.action == Action.F and j > 0:
+                    dep = ("F", st.micro_batch, j - 1)
+                elif st.action == Action.B and j < n_virtual - 1:
+                    dep = ("B", st.micro_batch, j + 1)
+                if dep is not None and dep not in end:
+                    break
+                start = max(free[s], end[dep] if dep else 0.0)
+                free[s] = start + max(seconds(s, st), 1e-12)
+                end[(st.action.value, st.micro_batch, j)] = free[s]
+                out.append((start, s, pos[s], st))
+                pos[s] += 1
+                remaining -= 1
+                progressed = True
+        if not progressed:
+            raise RuntimeError("pipeline schedule has a dependency cycle (a bug in hwsim.workload.schedules)")
+    out.sort(key=lambda x: (x[0], x[1], x[2]))
+    return out
