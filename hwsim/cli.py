@@ -1,0 +1,247 @@
+"""The `hwsim` command: run | validate | collective | presets.
+
+Every user error (HwsimError) is printed as one paragraph on stderr with exit code 2 — never
+a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hwsim import units
+from hwsim.errors import ConfigError, HwsimError, PlanError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="hwsim: simulate distributed transformer training on what-if clusters.")
+out_console = Console()
+err_console = Console(stderr=True)
+
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a field: a.b.c=value (repeatable)")]
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _print_summary(s: dict) -> None:
+    table = Table(title=f"{s['name']} — one training step", show_header=False, title_justify="left")
+    table.add_column("metric", style="bold")
+    table.add_column("value")
+    plan = s["plan"]
+    table.add_row("devices", f"{s['devices']} (simulated {s['simulated_devices']}"
+                             f"{', folded' if s['folded'] else ''}; {s['n_tasks']:,} tasks, {s['granularity']} level)")
+    table.add_row("plan", f"tp={plan['tp']} pp={plan['pp']} dp={plan['dp']} cp={plan['cp']} ep={plan['ep']} "
+                          f"v={plan['virtual_stages']} {plan['schedule']} zero={plan['zero_stage']} "
+                          f"recompute={plan['recompute']} sp={plan['sequence_parallel']}; {s['micro_batches']} micro-batches")
+    table.add_row("step time", units.fmt_time(s["step_time_s"]))
+    table.add_row("throughput", f"{s['tokens_per_s']:,.0f} tokens/s ({s['tokens_per_s_per_device']:,.0f} per device)")
+    table.add_row("model TFLOP/s per device", f"{s['tflops_per_device']:.1f}")
+    table.add_row("MFU / HFU", f"{s['mfu']:.1%} / {s['hfu']:.1%}")
+    fits = "fits" if s["fits_in_memory"] else "[red]DOES NOT FIT[/red]"
+    table.add_row("peak memory", f"{units.fmt_bytes(s['peak_memory_bytes'])} of "
+                                 f"{units.fmt_bytes(s['memory_capacity_bytes'])} ({fits})")
+    step = s["step_time_s"]
+    for k, val in sorted(s["breakdown"].items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {k}", f"{units.fmt_time(val)} ({val / step:.1%})")
+    if "time_to_train" in s:
+        t = s["time_to_train"]
+        table.add_row("time to train", f"{t['days']:.1f} days, {t['device_hours']:,.0f} device-hours, "
+                                       f"${t['cost_usd']:,.0f}, {t['energy_mwh']:,.0f} MWh at TDP")
+    out_console.print(table)
+
+
+@app.command()
+def run(scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
+        out: Annotated[Optional[Path], typer.Option(help="directory for summary.json and pictures")] = None,
+        set_: SetOpt = None,
+        fold: Annotated[Optional[bool], typer.Option("--fold/--no-fold", help="simulate one device per role")] = None,
+        granularity: Annotated[Optional[str], typer.Option(help="op | layer (default: op unless huge)")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+        allow_oom: Annotated[bool, typer.Option("--allow-oom", help="exit 0 even if the plan does not fit")] = False,
+        ) -> None:
+    """Simulate one training step of SCENARIO and print its summary.
+
+    A plan that does not fit in device memory is still simulated and reported (the finding is
+    in summary.json), then the command exits with code 2 unless --allow-oom."""
+    from hwsim.config.loader import load_scenario
+    from hwsim.simulate import run_step
+
+    if granularity is not None and granularity not in ("op", "layer"):
+        raise ConfigError(f"--granularity: {granularity!r} is not allowed; use op or layer")
+    sc = load_scenario(scenario, set_ or [])
+    result = run_step(sc, fold=fold, granularity=granularity)
+    if as_json:
+        out_console.print_json(json.dumps(result.summary, default=_json_default))
+    else:
+        _print_summary(result.summary)
+    if out is not None:
+        write_json(out / "summary.json", result.summary)
+        out_console.print(f"wrote {out}/")
+    if not result.summary["fits_in_memory"] and not allow_oom:
+        raise PlanError(out_of_memory_advice(result.summary))
+
+
+def out_of_memory_advice(s: dict) -> str:
+    p = s["plan"]
+    fixes = []
+    if p["recompute"] != "full":
+        fixes.append("parallel.recompute: full")
+    if p["zero_stage"] < 3 and p["dp"] > 1:
+        fixes.append(f"parallel.zero_stage: {p['zero_stage'] + 1}")
+    fixes.append(f"a larger parallel.tp or parallel.pp (now tp={p['tp']}, pp={p['pp']})")
+    fixes.append("a smaller training.micro_batch")
+    return (f"the plan does not fit in memory: the peak is {units.fmt_bytes(s['peak_memory_bytes'])} on a device "
+            f"with {units.fmt_bytes(s['memory_capacity_bytes'])} (parallel plan and training.micro_batch). "
+            f"Try {', or '.join(fixes)}; or run with --allow-oom to accept it.")
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Argument(help="validation records YAML (published runs)")],
+             json_out: Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON")] = None,
+             tag: Annotated[Optional[list[str]], typer.Option(help="only records with this tag (repeatable)")] = None,
+             workers: Annotated[int, typer.Option(help="processes")] = 2) -> None:
+    """Simulate every published run in FILE; print predicted vs published step time and errors."""
+    from rich.progress import Progress
+    from hwsim.studies.validation import load_records, run_validation, validation_report
+
+    records = load_records(file)
+    if tag:
+        records = [r for r in records if set(tag) & set(r.get("tags") or ())]
+        if not records:
+            raise ConfigError(f"--tag: no record has tag {' or '.join(tag)}; see the `tags` of the records in {file}")
+    with Progress(transient=True, console=err_console) as progress:
+        task = progress.add_task("simulating published runs", total=len(records))
+        results = run_validation(records, workers=workers, progress=lambda r: progress.advance(task))
+    report = validation_report(results)
+    table = Table(title=f"Validation: {file}", title_justify="left")
+    for col in ("record", "published", "predicted", "error"):
+        table.add_column(col, justify="right" if col != "record" else "left")
+    for r in report["records"]:
+        table.add_row(r["id"], units.fmt_time(r["published_step_time_s"]), units.fmt_time(r["predicted_step_time_s"]),
+                      f"{r['error']:+.1%}")
+    out_console.print(table)
+    tags = Table(title="Per tag (records with a published step time)", title_justify="left")
+    for col in ("tag", "n", "MAPE", "median", "p90"):
+        tags.add_column(col, justify="right" if col != "tag" else "left")
+    for t, st in report["per_tag"].items():
+        if st.get("n"):
+            tags.add_row(t, str(st["n"]), f"{st['mape']:.1%}", f"{st['median_ape']:.1%}", f"{st['p90_ape']:.1%}")
+    out_console.print(tags)
+    for u in report["unsupported"]:
+        out_console.print(f"[yellow]not simulated[/yellow] {u['id']}: {u['reason']}")
+    o = report["overall"]
+    if o.get("n"):
+        out_console.print(f"simulated {report['simulated']} of {report['total']} records; "
+                          f"MAPE {o['mape']:.1%}, median {o['median_ape']:.1%}, p90 {o['p90_ape']:.1%}, "
+                          f"mean signed error {o['mean_signed_error']:+.1%}")
+    if json_out:
+        write_json(json_out, report)
+
+
+@app.command()
+def collective(scenario: Annotated[Path, typer.Argument(help="scenario YAML (its cluster is used)")],
+               op: Annotated[str, typer.Option(help="all-reduce | all-gather | reduce-scatter | all-to-all | broadcast | send-recv")] = "all-reduce",
+               group: Annotated[str, typer.Option(help="all | node | N (the first N devices)")] = "all",
+               sizes: Annotated[str, typer.Option(help="MIN:MAX, doubling (e.g. 1MiB:8GiB)")] = "1MiB:8GiB",
+               set_: SetOpt = None,
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """nccl-tests-style table of a collective on the scenario's cluster."""
+    from hwsim.config.loader import load_scenario
+    from hwsim.network.benchmark import collective_table
+    from hwsim.network.collectives import CollectiveOp
+
+    try:
+        cop = CollectiveOp(op)
+    except ValueError:
+        raise ConfigError(f"--op: {op!r} is not a collective; use one of "
+                          f"{', '.join(c.value for c in CollectiveOp)}") from None
+    lo_text, sep, hi_text = sizes.partition(":")
+    try:
+        lo = units.parse_bytes(lo_text)
+        hi = units.parse_bytes(hi_text) if sep else lo
+    except units.UnitError as exc:
+        raise ConfigError(f"--sizes: {exc}") from None
+    if lo <= 0 or hi < lo:
+        raise ConfigError(f"--sizes: {sizes!r} must be MIN:MAX with 0 < MIN <= MAX, e.g. 1MiB:8GiB")
+    grp: str | int = group
+    if group not in ("all", "node"):
+        try:
+            grp = int(group)
+        except ValueError:
+            raise ConfigError(f"--group: {group!r} must be all, node or a number of devices") from None
+    sc = load_scenario(scenario, set_ or [])
+    if isinstance(grp, int) and not 2 <= grp <= sc.cluster.n_devices:
+        raise ConfigError(f"--group: {grp} must be between 2 and the cluster's {sc.cluster.n_devices} devices")
+    size_list = []
+    s = lo
+    while s <= hi * (1 + 1e-9):
+        size_list.append(s)
+        s *= 2
+    rows = collective_table(sc.cluster, cop, grp, size_list)
+    if as_json:
+        out_console.print_json(json.dumps(rows, default=_json_default))
+        return
+    table = Table(title=f"{cop.value} on {grp} of {sc.name}", title_justify="left")
+    for col in ("size", "time", "algbw", "busbw"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(units.fmt_bytes(r["size_bytes"]), units.fmt_time(r["time_s"]),
+                      units.fmt_rate(r["algbw_bytes_per_s"]), units.fmt_rate(r["busbw_bytes_per_s"]))
+    out_console.print(table)
+
+
+@app.command()
+def presets(kind: Annotated[Optional[str], typer.Argument(help="accelerators | models | nodes")] = None) -> None:
+    """List the presets hwsim ships (accelerators, models, nodes)."""
+    from hwsim.config.presets import PresetKind, load_preset, preset_names
+
+    kinds = list(PresetKind)
+    if kind is not None:
+        try:
+            kinds = [PresetKind(kind)]
+        except ValueError:
+            raise ConfigError(f"presets: unknown kind {kind!r}; use one of "
+                              f"{', '.join(k.value for k in PresetKind)}") from None
+    for k in kinds:
+        table = Table(title=k.value, title_justify="left")
+        table.add_column("name")
+        table.add_column("description")
+        for name in preset_names(k):
+            data = load_preset(k, name, k.value)
+            table.add_row(name, str(data.get("description", "")))
+        out_console.print(table)
+
+
+from hwsim.studies.commands import plan as _plan_command, sweep as _sweep_command  # noqa: E402
+
+app.command("sweep")(_sweep_command)
+app.command("plan")(_plan_command)
+
+
+def main() -> None:
+    try:
+        app()
+    except HwsimError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Every class of bad input: exit code 2, the field and the fix in one paragraph, no traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import SMALL
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def hwsim(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "hwsim.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def write(tmp_path, data, name="s.yaml"):
+    p = tmp_path / name
+    p.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return p
+
+
+def assert_clean_error(res, *needles):
+    assert res.returncode == 2, res.stderr + res.stdout
+    assert "Traceback" not in res.stderr + res.stdout
+    text = " ".join(res.stderr.split())
+    for n in needles:
+        assert n in text, (n, res.stderr)
+
+
+def test_broken_yaml(tmp_path):
+    assert_clean_error(hwsim("run", write(tmp_path, "model: [1, 2\n")), "not valid YAML", "line")
+
+
+def test_unknown_preset(tmp_path):
+    d = {**SMALL, "model": "llama3-7b"}
+    assert_clean_error(hwsim("run", write(tmp_path, d)), "model", "unknown model preset", "llama3-8b")
+
+
+def test_tp_does_not_divide_heads(tmp_path):
+    d = yaml.safe_load(yaml.safe_dump(SMALL))
+    d["model"]["heads"] = 12
+    d["parallel"] = {"tp": 8, "pp": 1, "dp": 2}
+    assert_clean_error(hwsim("run", write(tmp_path, d)), "parallel.tp", "12 attention heads")
+
+
+def test_bad_unit(tmp_path):
+    d = yaml.safe_load(yaml.safe_dump(SMALL))
+    d["cluster"]["intra_node"]["bandwidth"] = "450 Gbps"
+    assert_clean_error(hwsim("run", write(tmp_path, d)), "cluster.intra_node.bandwidth", "Gb/s")
+
+
+def test_unknown_key(tmp_path):
+    d = yaml.safe_load(yaml.safe_dump(SMALL))
+    d["training"]["globalbatch"] = 3
+    assert_clean_error(hwsim("run", write(tmp_path, d)), "training.globalbatch", "global_batch")
+
+
+def test_bad_set_flag(tmp_path):
+    assert_clean_error(hwsim("run", write(tmp_path, SMALL), "--set", "parallel.tp"), "--set", "dotted path")
+
+
+def test_missing_file(tmp_path):
+    assert_clean_error(hwsim("run", tmp_path / "nope.yaml"), "no such file")
+
+
+def test_bad_collective_op(tmp_path):
+    assert_clean_error(hwsim("collective", write(tmp_path, SMALL), "--op", "allreduce"), "--op", "all-reduce")
+
+
+def test_bad_sizes(tmp_path):
+    assert_clean_error(hwsim("collective", write(tmp_path, SMALL), "--sizes", "1MiB:8Gib"), "--sizes", "GiB")
+
+
+def test_plan_that_does_not_fit(tmp_path):
+    d = yaml.safe_load(yaml.safe_dump(SMALL))
+    d["cluster"]["accelerator"]["hbm"] = "200 MB"
+    res = hwsim("run", write(tmp_path, d), "--out", tmp_path / "o")
+    assert_clean_error(res, "does not fit in memory", "recompute")
+    summary = yaml.safe_load((tmp_path / "o" / "summary.json").read_text())
+    assert summary["fits_in_memory"] is False and summary["peak_memory_bytes"] > 2e8
+
+
+def test_unknown_presets_kind():
+    assert_clean_error(hwsim("presets", "gpus"), "accelerators")
