@@ -58,8 +58,7 @@ class NetworkRecord:
 
     def max_link_index(self) -> int:
         """The highest link index any phase used, -1 if none."""
-        return max((link for transfer in self.phase_transfer for link, _ in transfer.link_bytes),
-                   default=-1)
+        return max((transfer.max_link for transfer in self.phase_transfer), default=-1)
 
 
 class Trace:

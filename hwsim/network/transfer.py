@@ -11,7 +11,7 @@ asks it for rates whenever the set of active transfers changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 
@@ -26,10 +26,12 @@ class Transfer:
 
     link_bytes: tuple[tuple[int, float], ...]
     latency_s: float = 0.0
+    max_link_bytes: float = field(init=False, compare=False)   # computed once: read on every re-solve
+    max_link: int = field(init=False, compare=False)           # the highest link index used (-1: none)
 
-    @property
-    def max_link_bytes(self) -> float:
-        return max((b for _, b in self.link_bytes), default=0.0)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_link_bytes", max((b for _, b in self.link_bytes), default=0.0))
+        object.__setattr__(self, "max_link", max((link for link, _ in self.link_bytes), default=-1))
 
 
 class NetworkModel(Protocol):

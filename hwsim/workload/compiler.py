@@ -368,29 +368,38 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                 comm += comm_time_cache[key]
         return compute, comm + hidden, flop
 
-    def run_step_fused(stage: int, devices, layer_ids, mb: int, phase: str) -> None:
-        lws = [layer_work(x) for x in layer_ids]
-        if phase == "F":
-            parts = [("fwd", [w for lw in lws for w in lw.fwd])]
-            em.memory(devices, TaskKind.ALLOC, sum(lw.act_bytes for lw in lws), MemKind.ACTIVATIONS,
-                      f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
-        else:
+    fused_cache: dict[tuple, list] = {}
+
+    def fused_parts(stage: int, layer_ids, phase: str) -> list:
+        key = (stage, layer_ids[0], layer_ids[-1], phase)
+        if key not in fused_cache:
+            lws = [layer_work(x) for x in layer_ids]
             parts = []
+            if phase == "F":
+                parts.append(("fwd", [w for lw in lws for w in lw.fwd]))
             if phase in ("B", "BW") and lws[0].recompute:
-                # one layer is recomputed at a time: the transient is the largest layer's
-                em.memory(devices, TaskKind.ALLOC, max(lw.recompute_extra_bytes for lw in lws), MemKind.ACTIVATIONS,
-                          f"recompute L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
                 parts.append(("recompute", [w for lw in lws for w in lw.recompute]))
             if phase in ("B", "BW"):
                 parts.append(("bwd", [w for lw in lws for w in lw.bwd]))
             if phase in ("W", "BW"):
                 parts.append(("bwd-weight", [w for lw in lws for w in lw.bwd_weight]))
-        for category, works_ in parts:
-            compute, comm, flop = serial_time(stage, works_)
+            fused_cache[key] = [(c, serial_time(stage, ws), next((w.comm[1] for w in ws if w.comm), ""))
+                                for c, ws in parts]
+        return fused_cache[key]
+
+    def run_step_fused(stage: int, devices, layer_ids, mb: int, phase: str) -> None:
+        lws = [layer_work(x) for x in layer_ids]
+        if phase == "F":
+            em.memory(devices, TaskKind.ALLOC, sum(lw.act_bytes for lw in lws), MemKind.ACTIVATIONS,
+                      f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
+        elif phase in ("B", "BW") and lws[0].recompute:
+            # one layer is recomputed at a time: the transient is the largest layer's
+            em.memory(devices, TaskKind.ALLOC, max(lw.recompute_extra_bytes for lw in lws), MemKind.ACTIVATIONS,
+                      f"recompute L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
+        for category, (compute, comm, flop), axis in fused_parts(stage, layer_ids, phase):
             name = f"{category} L{layer_ids[0]}..L{layer_ids[-1]}"
             em.compute(devices, Work(name, category, duration_s=compute, flop=flop), layer_ids[0], mb)
             if comm > 0:
-                axis = next(w.comm[1] for w in works_ if w.comm is not None)
                 for d in devices:
                     tid = graph.add(Task(f"{axis} collectives of {name}", TaskKind.COLLECTIVE, (d,), Stream.COMM,
                                          duration_s=comm, category=axis, layer=layer_ids[0], micro_batch=mb),
