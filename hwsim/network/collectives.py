@@ -316,7 +316,18 @@ def choose_algorithm(topology: Topology, op: CollectiveOp, groups: Sequence[Sequ
     op = CollectiveOp(op)
     groups = _normalize(topology, op, groups)
     candidates = _candidates(topology, op, groups)
-    return min(candidates, key=lambda a: _isolated_time_s(_templates(topology, op, groups, a), size_bytes))
+    if len(candidates) == 1:
+        return candidates[0]
+    # Groups of the same shape (size, nodes spanned, devices per node, count) that differ only by
+    # where they sit make the same choice: pipeline stages and mirror groups ask again and again.
+    per_node: dict[int, int] = {}
+    for d in groups[0]:
+        per_node[topology.node_of(d)] = per_node.get(topology.node_of(d), 0) + 1
+    shape = ("choice", op, len(groups), len(groups[0]), tuple(sorted(per_node.values())), float(size_bytes))
+    cache = _TEMPLATES.setdefault(topology, {})
+    if shape not in cache:
+        cache[shape] = min(candidates, key=lambda a: _isolated_time_s(_templates(topology, op, groups, a), size_bytes))
+    return cache[shape]
 
 
 def collective_transfers(topology: Topology, op: CollectiveOp, groups: Sequence[Sequence[int]],

@@ -169,8 +169,7 @@ class _Emitter:
     def role_devices(self, stage: int) -> tuple[int, ...]:
         key = ("role", stage)
         if key not in self._roles:
-            self._roles[key] = ((self.plan.rank(pp=stage),) if self.folded else
-                                tuple(r for r in range(self.plan.n_devices) if self.plan.coords(r)["pp"] == stage))
+            self._roles[key] = ((self.plan.rank(pp=stage),) if self.folded else self.plan.stage_ranks(stage))
         return self._roles[key]
 
     def _groups(self, axis: str, stage: int) -> tuple[tuple[int, ...], ...]:
@@ -182,9 +181,8 @@ class _Emitter:
     def pipeline_pairs(self, stage_from: int, stage_to: int) -> tuple[tuple[int, int], ...]:
         key = ("pairs", stage_from, stage_to)
         if key not in self._roles:
-            plan = self.plan
-            self._roles[key] = tuple((r, plan.rank(**{**plan.coords(r), "pp": stage_to}))
-                                     for r in range(plan.n_devices) if plan.coords(r)["pp"] == stage_from)
+            shift = (stage_to - stage_from) * self.plan.stride("pp")
+            self._roles[key] = tuple((r, r + shift) for r in self.plan.stage_ranks(stage_from))
         return self._roles[key]
 
     def transfers(self, op: str, axis: str, stage: int, size_bytes: float,
@@ -555,8 +553,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     if model.tied_embeddings and pp > 1:
         size = model.vocab * model.hidden / plan.tp * GRAD_REDUCE_BYTES
         first, lastst = em.role_devices(0), em.role_devices(pp - 1)
-        pairs = tuple((a, plan.rank(**{**plan.coords(a), "pp": pp - 1})) for a in range(plan.n_devices)
-                      if plan.coords(a)["pp"] == 0)
+        pairs = em.pipeline_pairs(0, pp - 1)
         sims = [((plan.rank(pp=0), plan.rank(pp=pp - 1)), pairs)] if fold else [(p_, (p_,)) for p_ in pairs]
         for sim, groups in sims:
             deps = tuple(dict.fromkeys(x for d in sim for x in em.cursor.get(d, ())))

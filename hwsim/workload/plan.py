@@ -8,6 +8,7 @@ stage (ep divides dp·cp), as Megatron-Core's expert-data-parallel groups do.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -59,16 +60,22 @@ class Plan:
         c = self.coords(rank)
         return tuple(self.rank(**{**c, axis: i}) for i in range(getattr(self, axis)))
 
+    def stride(self, axis: str) -> int:
+        return self._strides[axis]
+
     def groups(self, axis: str, stage: int | None = None) -> tuple[tuple[int, ...], ...]:
-        """Every group along `axis` (optionally only those of pipeline stage `stage`)."""
-        seen: dict[int, tuple[int, ...]] = {}
-        for r in range(self.n_devices):
-            c = self.coords(r)
-            if stage is not None and c["pp"] != stage:
-                continue
-            if c[axis] == 0:
-                seen[r] = self.group(axis, r)
-        return tuple(seen.values())
+        """Every group along `axis` (optionally only those of pipeline stage `stage`), ordered by
+        their first rank."""
+        others = [a for a in self.order if a != axis and not (a == "pp" and stage is not None)]
+        base0 = stage * self._strides["pp"] if stage is not None else 0
+        step, size = self._strides[axis], getattr(self, axis)
+        bases = sorted(base0 + sum(c * self._strides[a] for a, c in zip(others, combo))
+                       for combo in itertools.product(*(range(getattr(self, a)) for a in others)))
+        return tuple(tuple(b + i * step for i in range(size)) for b in bases)
+
+    def stage_ranks(self, stage: int) -> tuple[int, ...]:
+        """The ranks of pipeline stage `stage`, ascending."""
+        return tuple(sorted(r for g in self.groups("tp", stage) for r in g))
 
     def ep_groups(self, stage: int) -> tuple[tuple[int, ...], ...]:
         """Expert-parallel groups of a stage: ep consecutive members of the dp×cp ranks that
