@@ -17,7 +17,7 @@ from hwsim.workload.plan import resolve_plan
 
 # Above this many op-level tasks (estimated), a step is simulated at pipeline-step granularity
 # (same step time when tensor-parallel collectives do not contend; see compiler.Granularity).
-OP_LEVEL_TASK_LIMIT = 100_000
+OP_LEVEL_TASK_LIMIT = 30_000
 
 
 @dataclass

@@ -1,0 +1,50 @@
+"""`hwsim validate` on published runs: the report's shape and arithmetic (accuracy itself is a
+benchmark, bench/validation.py, not a pass/fail test)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PUBLISHED = REPO.parent / "shared" / "validation" / "published_runs.yaml"
+
+
+@pytest.fixture
+def subset(tmp_path):
+    if not PUBLISHED.exists():
+        pytest.skip("../shared/validation is not beside this checkout")
+    records = [r for r in yaml.safe_load(PUBLISHED.read_text()) if "megatron-readme-2020" in r["tags"]][:6]
+    broken = dict(records[0], id="impossible-plan")
+    broken["scenario"] = {**broken["scenario"], "parallel": {**broken["scenario"]["parallel"], "tp": 7}}
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump(records + [broken]))
+    return path, records
+
+
+def test_validate_json_report(subset, tmp_path):
+    path, records = subset
+    out = tmp_path / "v.json"
+    res = subprocess.run([sys.executable, "-m", "hwsim.cli", "validate", str(path), "--json", str(out),
+                          "--workers", "1"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(out.read_text())
+    assert {r["id"] for r in rep["records"]} == {r["id"] for r in records}
+    assert [u["id"] for u in rep["unsupported"]] == ["impossible-plan"]
+    assert "parallel.tp" in rep["unsupported"][0]["reason"]
+    for r in rep["records"]:
+        assert r["error"] == pytest.approx((r["predicted_step_time_s"] - r["published_step_time_s"])
+                                           / r["published_step_time_s"])
+    assert rep["mape"] == pytest.approx(sum(abs(r["error"]) for r in rep["records"]) / len(rep["records"]))
+    assert rep["per_tag"]["megatron-readme-2020"]["n"] == len(records)
+    assert "MAPE" in res.stdout
+
+
+def test_validate_tag_filter_unknown(subset):
+    path, _ = subset
+    res = subprocess.run([sys.executable, "-m", "hwsim.cli", "validate", str(path), "--tag", "nonexistent"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "--tag" in res.stderr
