@@ -226,6 +226,10 @@ def presets(kind: Annotated[Optional[str], typer.Argument(help="accelerators | m
         out_console.print(table)
 
 
+from hwsim.studies.commands import plan as _plan_command, sweep as _sweep_command  # noqa: E402
+
+app.command("sweep")(_sweep_command)
+app.command("plan")(_plan_command)
 
 
 def main() -> None:

@@ -1,0 +1,140 @@
+"""Pictures of a sweep: each metric against each axis (one line per combination of the other
+axes), throughput against the device count, and cost against time-to-train with its Pareto
+front (the points no other point beats on both).
+
+The x value of a point is read from its resolved scenario at the axis path (SI units: a
+bandwidth axis written "400 Gb/s" plots at 5e10 B/s, labelled in GB/s), so text values plot
+on a true numeric scale; an axis whose values are not numbers plots as categories.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from hwsim.studies.store import PointRecord
+from hwsim.units import GB, GiB
+
+__all__ = ["plot_sweep", "pareto_front", "value_at"]
+
+# metric: (label, scale to divide by)
+_METRICS: dict[str, tuple[str, float]] = {
+    "tokens_per_s": ("throughput (tokens/s)", 1.0),
+    "step_time_s": ("step time (s)", 1.0),
+    "mfu": ("MFU", 1.0),
+    "peak_memory_bytes": ("peak memory per device (GiB)", GiB),
+}
+_MAX_SERIES = 10
+
+
+def value_at(mapping: dict[str, Any], dotted: str) -> Any:
+    node: Any = mapping
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated when both coordinates are to be minimised (ties:
+    the first kept), in increasing x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1], i))
+    front, best_y = [], float("inf")
+    for i in order:
+        if points[i][1] < best_y:
+            front.append(i)
+            best_y = points[i][1]
+    return front
+
+
+def _x_scale(path: str) -> tuple[float, str]:
+    last = path.rsplit(".", 1)[-1]
+    if "bandwidth" in last:
+        return GB, " (GB/s)"
+    if last in ("hbm", "l2_cache", "dp_bucket"):
+        return GiB, " (GiB)"
+    return 1.0, ""
+
+
+def plot_sweep(records: Sequence[PointRecord], axis_paths: Sequence[str], out_dir: str | Path) -> list[Path]:
+    """Write the sweep's PNGs into `out_dir`; the paths written (none when no point succeeded)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ok = [r for r in records if r.ok and r.summary]
+    written: list[Path] = []
+    if not ok:
+        return written
+    for path in axis_paths:
+        scale, unit = _x_scale(path)
+        xs = [value_at(r.scenario, path) for r in ok]
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+        if not numeric:
+            labels = list(dict.fromkeys(str(r.axes.get(path)) for r in ok))
+        others = [p for p in axis_paths if p != path]
+        for metric, (label, mscale) in _METRICS.items():
+            series: dict[str, list[tuple[Any, float]]] = defaultdict(list)
+            for r, x in zip(ok, xs):
+                name = ", ".join(f"{p.rsplit('.', 1)[-1]}={r.axes.get(p)}" for p in others) or metric
+                xv = x / scale if numeric else labels.index(str(r.axes.get(path)))
+                series[name].append((xv, r.summary[metric] / mscale))
+            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            for name in list(series)[:_MAX_SERIES]:
+                pts = sorted(series[name])
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+            if not numeric:
+                ax.set_xticks(range(len(labels)), labels, rotation=20)
+            ax.set_xlabel(path + unit)
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            if len(series) > 1:
+                ax.legend(fontsize=7, title=f"{len(series)} series" if len(series) > _MAX_SERIES else None)
+            fig.tight_layout()
+            written.append(_save(fig, out / f"{metric}-vs-{path}.png", plt))
+    devices = [r.summary["devices"] for r in ok]
+    if len(set(devices)) > 1:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        ax.scatter(devices, [r.summary["tokens_per_s"] for r in ok])
+        lo, hi = min(devices), max(devices)
+        best_lo = max(r.summary["tokens_per_s"] for r in ok if r.summary["devices"] == lo)
+        xs = [lo * (hi / lo) ** (i / 40) for i in range(41)]
+        ax.plot(xs, [best_lo * x / lo for x in xs], ls="--", color="grey", label="linear scaling from the best")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("devices")
+        ax.set_ylabel("throughput (tokens/s)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(_save(fig, out / "throughput-vs-devices.png", plt))
+    ttt = [r for r in ok if r.summary.get("time_to_train")]
+    if ttt:
+        pts = [(r.summary["time_to_train"]["days"], r.summary["time_to_train"]["cost_usd"]) for r in ttt]
+        front = pareto_front(pts)
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="lightgrey", label="points")
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], marker="o", color="C3",
+                label="Pareto front")
+        for i in front:
+            ax.annotate(", ".join(f"{p.rsplit('.', 1)[-1]}={ttt[i].axes.get(p)}" for p in axis_paths),
+                        pts[i], fontsize=6, xytext=(4, 6), textcoords="offset points", rotation=35)
+        if max(p[0] for p in pts) > 10 * min(p[0] for p in pts):
+            ax.set_xscale("log")
+        ax.set_xlabel("time to train (days)")
+        ax.set_ylabel("cost (USD)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(_save(fig, out / "cost-vs-time-to-train.png", plt))
+    return written
+
+
+def _save(fig, path: Path, plt) -> Path:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
