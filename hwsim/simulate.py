@@ -10,7 +10,7 @@ from hwsim.config.schema import NetworkModelKind, ScenarioConfig
 from hwsim.engine.executor import simulate
 from hwsim.engine.trace import Trace
 from hwsim.hardware.kernels import KernelModel
-from hwsim.hardware.topology import build_topology
+from hwsim.hardware.topology import build_topology, load_transports
 from hwsim.network.maxmin import Ideal, MaxMinFair
 from hwsim.workload.compiler import CompiledStep, Granularity, compile_step
 from hwsim.workload.plan import resolve_plan
@@ -25,6 +25,16 @@ class StepResult:
     compiled: CompiledStep
     trace: Trace
     summary: dict[str, Any]
+
+
+def comm_slowdown(scenario: ScenarioConfig) -> float:
+    """Fraction of compute speed lost while a collective runs on the device: the SMs the
+    collective library holds (transports.yaml, collective_sms) over the device's SMs. TPUs move
+    collectives with DMA engines over ICI and lose no cores (0)."""
+    acc = scenario.cluster.accelerator
+    if scenario.simulation.comm_compute_interference is False or acc.kernel_profile == "tpu":
+        return 0.0
+    return min(0.5, load_transports().collective_sms / max(acc.sm_count, 1))
 
 
 def estimate_op_tasks(scenario: ScenarioConfig, fold: bool) -> int:
@@ -47,5 +57,6 @@ def run_step(scenario: ScenarioConfig, fold: bool | None = None,
         topology.capacity_bytes_per_s)
     compiled = compile_step(scenario, topology, kernels, fold=fold, granularity=granularity, network=network)
     trace = simulate(compiled.graph, network, memory_capacity_bytes=scenario.cluster.accelerator.hbm,
-                     n_links=len(topology.links), initial_memory=compiled.initial_memory)
+                     n_links=len(topology.links), initial_memory=compiled.initial_memory,
+                     comm_slowdown=comm_slowdown(scenario))
     return StepResult(compiled, trace, summarize(compiled, trace, kernels))

@@ -173,6 +173,7 @@ class NetworkModelKind(StrEnum):
 class SimulationConfig(_Closed):
     fold: bool | None = Field(None, description="None: fold when exact")
     network_model: NetworkModelKind = NetworkModelKind.MAXMIN
+    comm_compute_interference: bool = Field(True, description="collectives slow overlapped compute (SMs held)")
 
 
 class ScenarioConfig(_Closed):

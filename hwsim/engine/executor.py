@@ -158,13 +158,32 @@ class FluidNetwork:
         flow.seg_start_s = now
 
 
+class _Compute:
+    """A compute kernel whose speed depends on whether a collective shares its device's SMs."""
+
+    __slots__ = ("remaining_s", "rate", "since_s", "version", "done")
+
+    def __init__(self, remaining_s: float, done: Event) -> None:
+        self.remaining_s = remaining_s   # seconds of work left at full speed
+        self.rate = 1.0
+        self.since_s = 0.0
+        self.version = 0
+        self.done = done
+
+
 class _Executor:
     """The state of one simulation (arrays indexed by task id) and its worker processes."""
 
     def __init__(self, graph: TaskGraph, network: NetworkModel, memory_capacity_bytes: float,
-                 initial_memory: dict[int, dict[MemKind, float]] | None) -> None:
+                 initial_memory: dict[int, dict[MemKind, float]] | None,
+                 comm_slowdown: float = 0.0) -> None:
         self.graph = graph
         self.env = env = Environment()
+        # While a collective runs on a device its kernels hold SMs, so compute there runs at
+        # (1 - comm_slowdown) of its speed; 0 turns the interference off.
+        self.comm_slowdown = comm_slowdown
+        self.comm_active: dict[int, int] = {}
+        self.computing: dict[int, _Compute] = {}
         n_tasks = len(graph.tasks)
         self.start_s = [-1.0] * n_tasks
         self.end_s = [-1.0] * n_tasks
@@ -227,20 +246,58 @@ class _Executor:
                 del arrived[task_id]
             start_s[task_id] = env.now
             kind = how[task_id]
+            interfering = self.comm_slowdown > 0.0 and task.kind is TaskKind.COLLECTIVE
+            if interfering:
+                self._comm_change(task.devices, +1)
             if kind == _TIMED:
                 if task.duration_s > 0.0:
-                    yield Timeout(env, task.duration_s)
+                    if self.comm_slowdown > 0.0 and task.kind is TaskKind.COMPUTE:
+                        yield self._compute(device, task.duration_s)
+                    else:
+                        yield Timeout(env, task.duration_s)
             elif kind == _ALLOC:
                 memory.alloc(task.mem_bytes, task.mem_kind, task.name)
             elif kind == _FREE:
                 memory.free(task.mem_bytes, task.mem_kind, task.name)
             else:
                 yield from self._collective(task_id, task.transfers)
+            if interfering:
+                self._comm_change(task.devices, -1)
             end_s[task_id] = env.now
             event = events[task_id]
             if event is not None:
                 events[task_id] = None
                 event.succeed()
+
+    def _compute(self, device: int, duration_s: float) -> Event:
+        job = self.computing[device] = _Compute(duration_s, Event(self.env))
+        self._replan(device, job)
+        return job.done
+
+    def _replan(self, device: int, job: _Compute) -> None:
+        now = self.env.now
+        job.rate = 1.0 - self.comm_slowdown if self.comm_active.get(device, 0) else 1.0
+        job.since_s = now
+        job.version += 1
+        version = job.version
+
+        def finish(_event: Event) -> None:
+            if job.version == version and self.computing.get(device) is job:
+                del self.computing[device]
+                job.done.succeed()
+
+        Timeout(self.env, job.remaining_s / job.rate).callbacks.append(finish)
+
+    def _comm_change(self, devices: tuple[int, ...], delta: int) -> None:
+        now = self.env.now
+        for device in devices:
+            before = self.comm_active.get(device, 0)
+            self.comm_active[device] = before + delta
+            if (before == 0) != (before + delta == 0):      # the device's SM share changed
+                job = self.computing.get(device)
+                if job is not None:
+                    job.remaining_s = max(0.0, job.remaining_s - (now - job.since_s) * job.rate)
+                    self._replan(device, job)
 
     def _collective(self, task_id: int, transfers: tuple[Transfer, ...]
                     ) -> Generator[Event, object, None]:
@@ -286,10 +343,13 @@ class _Executor:
 
 def simulate(graph: TaskGraph, network: NetworkModel, memory_capacity_bytes: float,
              n_links: int = 0,
-             initial_memory: dict[int, dict[MemKind, float]] | None = None) -> Trace:
+             initial_memory: dict[int, dict[MemKind, float]] | None = None,
+             comm_slowdown: float = 0.0) -> Trace:
     """Run `graph` and return its Trace. `network` shares links between concurrent transfers;
     every device has `memory_capacity_bytes` (exceeding it is an OOM finding in the trace) and
     starts with `initial_memory[device]` (bytes per kind: weights, optimizer state, ...).
     `n_links` sizes the trace's per-link arrays (0: the highest link index used, plus one).
+    `comm_slowdown`: the fraction of a device's compute speed lost while one of its collectives
+    runs (collective kernels hold SMs; 0 = no interference).
     Raises SimulationError if some tasks could not run (a deadlock)."""
-    return _Executor(graph, network, memory_capacity_bytes, initial_memory).run(n_links)
+    return _Executor(graph, network, memory_capacity_bytes, initial_memory, comm_slowdown).run(n_links)

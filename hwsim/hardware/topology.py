@@ -104,6 +104,7 @@ class TierTransport:
 @dataclass(frozen=True, slots=True)
 class Transports:
     tiers: dict[Tier, TierTransport]
+    collective_sms: int = 16   # SMs a running collective holds (see transports.yaml)
 
     def efficiency(self, tier: Tier, port_bandwidth_bytes_per_s: float) -> float:
         return self.tiers[tier].efficiency(port_bandwidth_bytes_per_s)
@@ -129,10 +130,11 @@ def load_transports() -> Transports:
                 raise ValueError(f"tier {tier}: efficiencies must be in (0, 1]")
             tiers[tier] = TierTransport(points, units.parse_time(entry["step_overhead"]),
                                         str(entry["step_overhead_source"]))
+        collective_sms = int(data["collective_sms"]["value"])
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"presets/network/transports.yaml is malformed ({e!r}): "
                           "a bug in hwsim's data") from e
-    return Transports(tiers)
+    return Transports(tiers, collective_sms)
 
 
 class Topology:
