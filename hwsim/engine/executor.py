@@ -183,7 +183,7 @@ class _Executor:
         # (1 - comm_slowdown) of its speed; 0 turns the interference off.
         self.comm_slowdown = comm_slowdown
         self.comm_active: dict[int, int] = {}
-        self.computing: dict[int, _Compute] = {}
+        self.computing: dict[int, dict[Stream, _Compute]] = {}   # device -> its running kernels
         n_tasks = len(graph.tasks)
         self.start_s = [-1.0] * n_tasks
         self.end_s = [-1.0] * n_tasks
@@ -252,7 +252,7 @@ class _Executor:
             if kind == _TIMED:
                 if task.duration_s > 0.0:
                     if self.comm_slowdown > 0.0 and task.kind is TaskKind.COMPUTE:
-                        yield self._compute(device, task.duration_s)
+                        yield self._compute(device, task.stream, task.duration_s)
                     else:
                         yield Timeout(env, task.duration_s)
             elif kind == _ALLOC:
@@ -269,12 +269,13 @@ class _Executor:
                 events[task_id] = None
                 event.succeed()
 
-    def _compute(self, device: int, duration_s: float) -> Event:
-        job = self.computing[device] = _Compute(duration_s, Event(self.env))
-        self._replan(device, job)
+    def _compute(self, device: int, stream: Stream, duration_s: float) -> Event:
+        job = _Compute(duration_s, Event(self.env))
+        self.computing.setdefault(device, {})[stream] = job
+        self._replan(device, stream, job)
         return job.done
 
-    def _replan(self, device: int, job: _Compute) -> None:
+    def _replan(self, device: int, stream: Stream, job: _Compute) -> None:
         now = self.env.now
         job.rate = 1.0 - self.comm_slowdown if self.comm_active.get(device, 0) else 1.0
         job.since_s = now
@@ -282,8 +283,9 @@ class _Executor:
         version = job.version
 
         def finish(_event: Event) -> None:
-            if job.version == version and self.computing.get(device) is job:
-                del self.computing[device]
+            running = self.computing[device]
+            if job.version == version and running.get(stream) is job:
+                del running[stream]
                 job.done.succeed()
 
         Timeout(self.env, job.remaining_s / job.rate).callbacks.append(finish)
@@ -294,10 +296,9 @@ class _Executor:
             before = self.comm_active.get(device, 0)
             self.comm_active[device] = before + delta
             if (before == 0) != (before + delta == 0):      # the device's SM share changed
-                job = self.computing.get(device)
-                if job is not None:
+                for stream, job in list(self.computing.get(device, {}).items()):
                     job.remaining_s = max(0.0, job.remaining_s - (now - job.since_s) * job.rate)
-                    self._replan(device, job)
+                    self._replan(device, stream, job)
 
     def _collective(self, task_id: int, transfers: tuple[Transfer, ...]
                     ) -> Generator[Event, object, None]:

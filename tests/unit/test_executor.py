@@ -293,3 +293,28 @@ def test_taskgraph_rejects_bad_input_and_exports_networkx():
     assert list(nxg.edges) == [(a, b)] and nxg.nodes[b]["task"].name == "c"
     assert list(nx.topological_sort(nxg)) == [a, b]
     assert g.successors() == [[b], []]
+
+
+def test_a_running_collective_slows_compute_on_its_device_only():
+    # compute of 10 s on device 0; a 2 s collective on device 0's comm stream overlaps its start
+    # with a slowdown of 0.5: 1 s of work is done in [0, 2], the other 9 s at full speed -> 11 s.
+    g = TaskGraph()
+    a = g.add(compute("gemm", 0, 10.0))
+    c = g.add(Task("ar", TaskKind.COLLECTIVE, (0,), Stream.COMM, duration_s=2.0))
+    b = g.add(compute("other device", 1, 10.0))
+    tr = run(g, comm_slowdown=0.5)
+    assert tr.end_s[a] == pytest.approx(11.0)
+    assert tr.end_s[c] == pytest.approx(2.0)
+    assert tr.end_s[b] == pytest.approx(10.0)
+    assert run(g).end_s[a] == pytest.approx(10.0)
+
+
+def test_compute_slowed_by_two_collectives_in_turn():
+    # rate 0.75 while a collective runs: [0,2] does 1.5 s of work, [2,3] 1.0, [3,5] 1.5, then
+    # the remaining 6.0 s at full speed: the kernel ends at 11 s.
+    g = TaskGraph()
+    a = g.add(compute("gemm", 0, 10.0))
+    g.add(Task("c1", TaskKind.COLLECTIVE, (0,), Stream.COMM, duration_s=2.0))
+    d = g.add(compute("elsewhere", 1, 3.0))
+    g.add(Task("c2", TaskKind.COLLECTIVE, (0,), Stream.DP, duration_s=2.0), [d])
+    assert run(g, comm_slowdown=0.25).end_s[a] == pytest.approx(11.0)
