@@ -84,13 +84,21 @@ def run(scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
         raise ConfigError(f"--granularity: {granularity!r} is not allowed; use op or layer")
     sc = load_scenario(scenario, set_ or [])
     result = run_step(sc, fold=fold, granularity=granularity)
+    from hwsim.analysis.report import bottleneck_account, report_text
+
+    account = bottleneck_account(result) if (out is not None or not as_json) else None
     if as_json:
         out_console.print_json(json.dumps(result.summary, default=_json_default))
     else:
         _print_summary(result.summary)
+        out_console.print(report_text(result, account), highlight=False, soft_wrap=True)
     if out is not None:
+        from hwsim.analysis.outputs import write_outputs
+
         write_json(out / "summary.json", result.summary)
-        out_console.print(f"wrote {out}/")
+        with err_console.status("writing timeline, memory, report, trace and intervals"):
+            files = write_outputs(result, out)
+        out_console.print(f"wrote {out}/: summary.json, {', '.join(sorted(files))}")
     if not result.summary["fits_in_memory"] and not allow_oom:
         raise PlanError(out_of_memory_advice(result.summary))
 
@@ -107,6 +115,43 @@ def out_of_memory_advice(s: dict) -> str:
     return (f"the plan does not fit in memory: the peak is {units.fmt_bytes(s['peak_memory_bytes'])} on a device "
             f"with {units.fmt_bytes(s['memory_capacity_bytes'])} (parallel plan and training.micro_batch). "
             f"Try {', or '.join(fixes)}; or run with --allow-oom to accept it.")
+
+
+@app.command()
+def compare(scenarios: Annotated[list[Path], typer.Argument(help="two or more scenario YAML files")],
+            set_: SetOpt = None,
+            variant: Annotated[Optional[list[str]], typer.Option(
+                help="with one scenario: a variant as 'a.b=v,c.d=w' (repeatable)")] = None,
+            out: Annotated[Optional[Path], typer.Option(help="directory for comparison.png and .md")] = None) -> None:
+    """Simulate scenarios (or variants of one) and show their summaries side by side."""
+    from hwsim.analysis.compare import compare_summaries, plot_comparison
+    from hwsim.config.loader import load_scenario
+    from hwsim.simulate import run_step
+
+    runs: list[tuple[str, list[str]]] = []
+    if variant:
+        if len(scenarios) != 1:
+            raise ConfigError("--variant: give exactly one scenario with --variant, or several scenarios without it")
+        runs.append((scenarios[0].stem, []))
+        for v in variant:
+            runs.append((v, [x.strip() for x in v.split(",") if x.strip()]))
+    else:
+        if len(scenarios) < 2:
+            raise ConfigError("compare: give two or more scenario files, or one with --variant a.b=v")
+        runs = [(p.stem, []) for p in scenarios]
+    names, summaries = [], []
+    for i, (name, extra) in enumerate(runs):
+        path = scenarios[0] if variant else scenarios[i]
+        summaries.append(run_step(load_scenario(path, (set_ or []) + extra)).summary)
+        names.append(name)
+    text = compare_summaries(names, summaries)
+    out_console.print(text, highlight=False)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "comparison.md").write_text(text + "\n")
+        plot_comparison(names, summaries, out / "comparison.png")
+        write_json(out / "comparison.json", dict(zip(names, summaries)))
+        out_console.print(f"wrote {out}/: comparison.md, comparison.png, comparison.json")
 
 
 @app.command()
