@@ -387,6 +387,24 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
 
     def run_step_fused(stage: int, devices, layer_ids, mb: int, phase: str) -> None:
         lws = [layer_work(x) for x in layer_ids]
+        l0, name0 = layer_ids[0], f"L{layer_ids[0]}..L{layer_ids[-1]}"
+        gathered = zero3 and phase in ("F", "B", "BW")
+        rest_ids: list[int] = []
+        held = 0.0
+        if gathered:
+            # ZeRO-3/FSDP at step granularity: the first layer's gather gates the step's compute;
+            # the other layers' gathers run beside it (FSDP prefetches layer by layer) and the
+            # step ends when both are done; about two layers are held gathered at a time.
+            first_ids = em.collective(stage, devices, "all-gather", "dp", lws[0].param_bytes_local,
+                                      f"zero3 gather L{l0}", "dp", l0, mb, Stream.DP_GATHER, advance=False)
+            rest = sum(lw.param_bytes_local for lw in lws[1:])
+            if rest > 0:
+                rest_ids = em.collective(stage, devices, "all-gather", "dp", rest, f"zero3 gather {name0}", "dp",
+                                         l0, mb, Stream.DP_GATHER, advance=False)
+            held = lws[0].param_bytes_local + max((lw.param_bytes_local for lw in lws[1:]), default=0.0)
+            em.memory(devices, TaskKind.ALLOC, held, MemKind.WEIGHTS, f"gathered {name0}", l0, mb)
+            for d in devices:
+                em.cursor[d] = tuple(em.cursor.get(d, ())) + tuple(first_ids)
         if phase == "F":
             em.memory(devices, TaskKind.ALLOC, sum(lw.act_bytes for lw in lws), MemKind.ACTIVATIONS,
                       f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
@@ -403,13 +421,22 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                                          duration_s=comm, category=axis, layer=layer_ids[0], micro_batch=mb),
                                     em.cursor.get(d, ()))
                     em.cursor[d] = (tid,)
+        if rest_ids:
+            for d in devices:
+                em.cursor[d] = tuple(em.cursor.get(d, ())) + tuple(rest_ids)
+        if gathered:
+            em.memory(devices, TaskKind.FREE, held, MemKind.WEIGHTS, f"gathered {name0}", l0, mb)
         if phase in ("B", "BW"):
             extra = max(lw.recompute_extra_bytes for lw in lws) if lws[0].recompute else 0.0
             em.memory(devices, TaskKind.FREE, sum(lw.act_bytes for lw in lws) + extra,
                       MemKind.ACTIVATIONS, f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
+        if zero3 and phase in ("BW", "W"):
+            dp_tasks[stage] += em.collective(
+                stage, devices, "reduce-scatter", "dp", sum(lw.n_params_local for lw in lws) * GRAD_REDUCE_BYTES,
+                f"zero3 grad reduce {name0}", "dp", l0, mb, Stream.DP, advance=False)
 
     def run_layers(stage: int, devices, layer_ids, mb: int, phase: str, last_mb_for_grads: bool) -> None:
-        if (granularity == Granularity.STEP and not zero3 and layer_ids
+        if (granularity == Granularity.STEP and layer_ids
                 and not (phase in ("BW", "W") and last_mb_for_grads)):
             run_step_fused(stage, devices, layer_ids, mb, phase)
             return
