@@ -69,7 +69,7 @@ def run(scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
         out: Annotated[Optional[Path], typer.Option(help="directory for summary.json and pictures")] = None,
         set_: SetOpt = None,
         fold: Annotated[Optional[bool], typer.Option("--fold/--no-fold", help="simulate one device per role")] = None,
-        granularity: Annotated[Optional[str], typer.Option(help="op | layer (default: op unless huge)")] = None,
+        granularity: Annotated[Optional[str], typer.Option(help="op | layer | step (default: op unless large)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
         allow_oom: Annotated[bool, typer.Option("--allow-oom", help="exit 0 even if the plan does not fit")] = False,
         ) -> None:
@@ -80,8 +80,8 @@ def run(scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
     from hwsim.config.loader import load_scenario
     from hwsim.simulate import run_step
 
-    if granularity is not None and granularity not in ("op", "layer"):
-        raise ConfigError(f"--granularity: {granularity!r} is not allowed; use op or layer")
+    if granularity is not None and granularity not in ("op", "layer", "step"):
+        raise ConfigError(f"--granularity: {granularity!r} is not allowed; use op, layer or step")
     sc = load_scenario(scenario, set_ or [])
     result = run_step(sc, fold=fold, granularity=granularity)
     from hwsim.analysis.report import bottleneck_account, report_text
