@@ -71,9 +71,18 @@ def device_breakdown(trace: Trace, device: int, pipeline: bool) -> dict[str, flo
 
 
 def step_breakdown(trace: Trace, devices: tuple[int, ...], pipeline: bool) -> tuple[int, dict[str, float], dict[str, float]]:
-    """The breakdown of the busiest device (most compute time): (device, flat breakdown, compute by category)."""
-    best = None
+    """The breakdown of the busiest device (most compute time): (device, flat breakdown, compute by category).
+    Only the devices whose compute stream is within 1% of the busiest are broken down (in an
+    unfolded run lock-step peers are alike; ties go to the lowest device)."""
+    streams = trace.stream_intervals()
+    busy = {}
     for d in devices:
+        iv = streams.get((d, Stream.COMPUTE))
+        busy[d] = float((iv[1] - iv[0]).sum()) if iv is not None else 0.0
+    top = max(busy.values(), default=0.0)
+    candidates = [d for d in devices if busy[d] >= top * 0.99][:16]
+    best = None
+    for d in candidates:
         b = device_breakdown(trace, d, pipeline)
         cats = b.pop("_compute_by_category")
         key = (b.get("compute", 0.0), -d)

@@ -83,6 +83,7 @@ class Trace:
         self.memory = memory
         self.oom_findings: tuple[OomFinding, ...] = tuple(oom_findings)
         self.n_links = n_links
+        self._intervals: dict[StreamKey, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     # --- tasks and streams -------------------------------------------------------------------
 
@@ -93,11 +94,13 @@ class Trace:
     def stream_intervals(self) -> dict[StreamKey, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(device, stream) -> (starts_s, ends_s, task_ids) in the stream's issue order. Instant
         tasks (ALLOC, FREE, zero durations) appear as empty intervals."""
-        out = {}
-        for key, order in self.graph.stream_order().items():
-            ids = np.asarray(order, dtype=np.int64)
-            out[key] = (self.start_s[ids], self.end_s[ids], ids)
-        return out
+        if self._intervals is None:   # built once: reports and plots ask for it many times
+            out = {}
+            for key, order in self.graph.stream_order().items():
+                ids = np.asarray(order, dtype=np.int64)
+                out[key] = (self.start_s[ids], self.end_s[ids], ids)
+            self._intervals = out
+        return self._intervals
 
     def busy_s(self, device: int, stream: Stream) -> float:
         """Seconds the stream spent running tasks (its intervals never overlap)."""
