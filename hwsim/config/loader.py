@@ -8,6 +8,8 @@ the fix. Feasibility of the parallel plan is checked later (hwsim.workload.plan)
 
 from __future__ import annotations
 
+import copy
+
 import difflib
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ def read_yaml(path: str | Path) -> Any:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """`['parallel.tp=4', 'cluster.inter_node.nic_bandwidth=400 Gb/s']` applied to a copy."""
-    data = _copy(data)
+    data = copy.deepcopy(data)
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
@@ -70,12 +72,6 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
 
 
 def _resolve(value: Any, kind: PresetKind, field: str) -> Any:

@@ -6,6 +6,8 @@ An unknown name is an error that suggests close matches and never accepts them.
 
 from __future__ import annotations
 
+import copy
+
 import difflib
 from enum import StrEnum
 from functools import cache
@@ -54,12 +56,6 @@ def load_preset(kind: PresetKind, name: str, field: str) -> dict[str, Any]:
             f"{field}: unknown {kind.value[:-1]} preset {name!r}. {hint}Known presets: "
             f"{', '.join(names)}. Use one of them, or write the {kind.value[:-1]} as a mapping of its fields "
             f"(see `hwsim presets {kind.value}`).")
-    return _deep_copy(_load(kind, name))
+    return copy.deepcopy(_load(kind, name))
 
 
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value

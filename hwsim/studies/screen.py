@@ -26,7 +26,7 @@ from hwsim.network.collectives import CollectiveOp, collective_time
 from hwsim.network.maxmin import MaxMinFair
 from hwsim.units import TFLOP
 from hwsim.workload import ops as O
-from hwsim.workload.compiler import GRAD_REDUCE_BYTES, Granularity, _layer_work, time_ops
+from hwsim.workload.compiler import GRAD_REDUCE_BYTES, Granularity, _layer_work, serial_seconds, time_ops
 from hwsim.workload.memory import stage_params, static_memory_bytes
 from hwsim.workload.plan import resolve_plan
 from hwsim.workload.schedules import chunk_layers, pipeline_schedule, simulate_unit_times, split_backward
@@ -68,18 +68,7 @@ class _Comm:
         return self.cache[key]
 
     def serial(self, works) -> tuple[float, float, float]:
-        compute = comm = flop = hidden = 0.0
-        for w in works:
-            if w.comm is None:
-                compute += w.duration_s
-                flop += w.flop
-                comm += max(0.0, hidden - w.duration_s)
-                hidden = 0.0
-            elif w.overlapped:
-                hidden += self.time(*w.comm)
-            else:
-                comm += self.time(*w.comm)
-        return compute, comm + hidden, flop
+        return serial_seconds(works, self.time)
 
 
 def pipeline_makespan(kind: Schedule, pp: int, m: int, v: int, t_f: float, t_b: float, t_w: float,

@@ -143,6 +143,24 @@ def fuse(works: Sequence[Work], name: str) -> list[Work]:
     return out
 
 
+def serial_seconds(works: Sequence[Work], comm_seconds) -> tuple[float, float, float]:
+    """(compute seconds, exposed collective seconds, FLOPs) of a work list run in order, each
+    collective at `comm_seconds(op, axis, size)`; an overlapped collective hides behind the
+    next work and only what sticks out of it is exposed."""
+    compute = comm = flop = hidden = 0.0
+    for w in works:
+        if w.comm is None:
+            compute += w.duration_s
+            flop += w.flop
+            comm += max(0.0, hidden - w.duration_s)
+            hidden = 0.0
+        elif w.overlapped:
+            hidden += comm_seconds(*w.comm)
+        else:
+            comm += comm_seconds(*w.comm)
+    return compute, comm + hidden, flop
+
+
 @dataclass
 class _LayerWork:
     fwd: list[Work]
@@ -343,28 +361,13 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     comm_time_cache: dict[tuple, float] = {}
 
     def serial_time(stage: int, works: Sequence[Work]) -> tuple[float, float, float]:
-        """(compute seconds, exposed collective seconds, FLOPs) of a work list run in order,
-        collectives at their isolated time; an overlapped collective hides behind the next work."""
-        compute = comm = flop = 0.0
-        hidden = 0.0
-        for w in works:
-            if w.comm is None:
-                compute += w.duration_s
-                flop += w.flop
-                comm += max(0.0, hidden - w.duration_s)
-                hidden = 0.0
-                continue
-            op, axis, size = w.comm
+        def isolated(op: str, axis: str, size: float) -> float:
             key = (op, axis, stage, size)
             if key not in comm_time_cache:
-                comm_time_cache[key] = sum(t.latency_s + t.max_link_bytes / r for t, r in (
-                    (t, network.rates([t])[0] if t.link_bytes else 1.0)
-                    for t in em.transfers(op, axis, stage, size, em._groups(axis, stage))))
-            if w.overlapped:
-                hidden += comm_time_cache[key]
-            else:
-                comm += comm_time_cache[key]
-        return compute, comm + hidden, flop
+                comm_time_cache[key] = sum(t.latency_s + (t.max_link_bytes / network.rates([t])[0] if t.link_bytes else 0.0)
+                                           for t in em.transfers(op, axis, stage, size, em._groups(axis, stage)))
+            return comm_time_cache[key]
+        return serial_seconds(works, isolated)
 
     fused_cache: dict[tuple, list] = {}
 
