@@ -57,6 +57,11 @@ class Schedule(StrEnum):
     ZERO_BUBBLE = "zero-bubble"
 
 
+class AttentionKernel(StrEnum):
+    FLASH = "flash"        # fused, no s×s scores in memory (FlashAttention-2 class)
+    UNFUSED = "unfused"    # QKᵀ and PV as batched GEMMs, softmax/mask/dropout over the s×s scores in HBM
+
+
 class Recompute(StrEnum):
     NONE = "none"
     SELECTIVE = "selective"
@@ -163,6 +168,7 @@ class TrainingConfig(_Closed):
     precision: Dtype = Dtype.BF16
     optimizer: str = "adam"
     tokens: float | None = Field(None, gt=0, description="token budget for time-to-train, cost, energy")
+    attention: AttentionKernel = Field(AttentionKernel.FLASH, description="attention implementation")
 
 
 class NetworkModelKind(StrEnum):

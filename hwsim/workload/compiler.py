@@ -107,9 +107,15 @@ def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: st
                 # the weight-gradient GEMM reuses those (TE fp8_cast_transpose_fused).
                 cast_bytes = (3 if op.phase == O.Phase.FWD else 4) * m * k * op.gemm_batch
                 t += kernels.memory_time_s(cast_bytes)
-        elif op.kind == O.OpKind.ATTENTION:
+        elif op.kind == O.OpKind.ATTENTION and plan.flash:
             b, h, sq, skv, d, causal = op.attention
             t = kernels.attention_time_s(b, h, sq, skv, d, causal, act_dtype, backward=op.phase != O.Phase.FWD)
+        elif op.kind == O.OpKind.ATTENTION:
+            # unfused: QKᵀ and PV as batched GEMMs (backward: four of them), the s×s scores'
+            # softmax, mask and dropout as memory-bound kernels (bytes from the op)
+            b, h, sq, skv, d, causal = op.attention
+            n_gemm = 2 if op.phase == O.Phase.FWD else 4
+            t = n_gemm * kernels.gemm_time_s(sq, skv, d, act_dtype, batch=b * h) + kernels.memory_time_s(op.bytes_moved)
         else:
             t = kernels.memory_time_s(op.bytes_moved)
         out.append(Work(op.name, category, duration_s=t, flop=op.flop, bytes_moved=op.bytes_moved))
@@ -258,8 +264,8 @@ class _Emitter:
 
 def _layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer: bool, split: bool,
                 granularity: Granularity) -> _LayerWork:
-    fwd_ops = O.layer_forward_ops(model, shard, moe_layer)
-    bwd_ops = O.layer_backward_ops(model, shard, moe_layer)
+    fwd_ops = O.layer_forward_ops(model, shard, moe_layer, flash=plan.flash)
+    bwd_ops = O.layer_backward_ops(model, shard, moe_layer, flash=plan.flash)
     fwd = time_ops(fwd_ops, kernels, plan, "fwd")
     rec = time_ops(fwd_ops, kernels, plan, "recompute") if plan.recompute == Recompute.FULL else []
     if split:
@@ -269,8 +275,8 @@ def _layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer
         bwd, bww = time_ops(bwd_ops, kernels, plan, "bwd"), []
     if granularity in (Granularity.LAYER, Granularity.STEP):
         fwd, bwd, bww, rec = fuse(fwd, "fwd"), fuse(bwd, "bwd"), fuse(bww, "bwd-weight"), fuse(rec, "recompute")
-    act = O.layer_activation_bytes(model, shard, plan.recompute, moe_layer=moe_layer)
-    extra = (O.layer_activation_bytes(model, shard, Recompute.NONE, moe_layer=moe_layer) - act
+    act = O.layer_activation_bytes(model, shard, plan.recompute, moe_layer=moe_layer, flash=plan.flash)
+    extra = (O.layer_activation_bytes(model, shard, Recompute.NONE, moe_layer=moe_layer, flash=plan.flash) - act
              if plan.recompute == Recompute.FULL else 0.0)
     n_local = O.layer_param_count(model, moe_layer, plan.tp, plan.ep)
     return _LayerWork(fwd, bwd, bww, rec, act, extra, n_local * shard.dtype_bytes, n_local)

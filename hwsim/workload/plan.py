@@ -12,7 +12,7 @@ import itertools
 from dataclasses import dataclass
 from functools import cached_property
 
-from hwsim.config.schema import Dtype, Recompute, ScenarioConfig, Schedule
+from hwsim.config.schema import AttentionKernel, Dtype, Recompute, ScenarioConfig, Schedule
 from hwsim.errors import PlanError
 
 _AXES = ("tp", "cp", "dp", "pp")
@@ -37,6 +37,7 @@ class Plan:
     n_micro: int
     precision: Dtype
     order: tuple[str, ...]
+    flash: bool
     n_devices: int
     devices_per_node: int
 
@@ -152,4 +153,5 @@ def resolve_plan(scenario: ScenarioConfig) -> Plan:
                 sequence_parallel=par.sequence_parallel and tp > 1, zero_stage=par.zero_stage,
                 recompute=par.recompute, micro_batch=train.micro_batch, global_batch=train.global_batch,
                 n_micro=n_micro, precision=train.precision, order=order, n_devices=n,
+                flash=train.attention == AttentionKernel.FLASH,
                 devices_per_node=cluster.devices_per_node)

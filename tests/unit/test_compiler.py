@@ -193,3 +193,11 @@ def test_breakdown_adds_up_to_step_time():
 def test_oom_is_a_finding_not_a_crash():
     s = run_step(scenario(cluster__accelerator__hbm="1 GB")).summary
     assert s["fits_in_memory"] is False and s["oom_findings"]
+
+
+def test_unfused_attention_is_slower_and_keeps_the_scores():
+    flash = run_step(scenario(), granularity="op").summary
+    unfused = run_step(scenario(training__attention="unfused"), granularity="op").summary
+    assert unfused["step_time_s"] > flash["step_time_s"]
+    assert unfused["peak_memory_bytes"] > flash["peak_memory_bytes"]
+    assert unfused["mfu"] < flash["mfu"]
