@@ -2,7 +2,8 @@
 
 Prints wall time and peak memory of one simulated step for:
   - GPT-3 175B on 1024 A100 (TP8 PP8 DP16, GBS 1536), folded and unfolded;
-  - Llama-3 405B on 16,384 H100 (TP8 PP16 DP128, GBS 2048, seq 8192), folded;
+  - Llama-3 405B on 16,384 H100 (TP8 PP16 DP128, GBS 2048, seq 8192), folded, and the same
+    layout on 131,072 H100 (DP1024, GBS 16384);
   - a 100-configuration screening run (hwsim.studies.screen: closed form, summary only) over
     GPT-3 plans on 1024 A100 (tp x pp x interleaving x micro-batch).
 Each case runs in its own subprocess so that its peak RSS is its own.
@@ -38,6 +39,12 @@ def one_case(name: str) -> dict:
     elif name == "llama405b-16k-folded":
         s = run_step(load_scenario(ROOT / "scenarios/llama3-405b-16384xh100.yaml"), fold=True).summary
         out = {"step_time_s": s["step_time_s"], "tasks": s["n_tasks"], "granularity": s["granularity"]}
+    elif name == "llama405b-131k-folded":
+        sc = load_scenario(ROOT / "scenarios/llama3-405b-16384xh100.yaml",
+                           ["cluster.nodes=16384", "parallel.dp=1024", "training.global_batch=16384"])
+        s = run_step(sc, fold=True).summary
+        out = {"devices": s["devices"], "step_time_s": s["step_time_s"], "tasks": s["n_tasks"],
+               "granularity": s["granularity"]}
     elif name == "screen-100":
         from hwsim.config.loader import load_scenario as ls
         from hwsim.studies.screen import screen
@@ -79,7 +86,7 @@ def main() -> None:
     if args.case:
         print(json.dumps(one_case(args.case)))
         return
-    cases = ["gpt3-folded", "llama405b-16k-folded", "screen-100", "gpt3-unfolded"]
+    cases = ["gpt3-folded", "llama405b-16k-folded", "llama405b-131k-folded", "screen-100", "gpt3-unfolded"]
     if args.skip_unfolded:
         cases.remove("gpt3-unfolded")
     if args.only:
