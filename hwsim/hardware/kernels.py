@@ -119,6 +119,9 @@ class SplitK(_Closed):
 
 class GemmProfile(_Closed):
     max_efficiency: dict[Dtype, Fraction]
+    # the highest fraction of peak any shape reached in a published exhaustive shape sweep: no
+    # modelled shape may beat it (optional, per dtype)
+    ceiling: dict[Dtype, Fraction] = Field(default_factory=dict)
     tiles: tuple[Tile, ...] = Field(min_length=1)
     k_curve: Curve
     split_k: SplitK
@@ -234,7 +237,7 @@ class KernelModel:
 
     __slots__ = ("accelerator", "profile", "launch_overhead_s", "_mem_bytes_per_s", "_n_units",
                  "_rate_dtype", "_peak", "_gemm_eff", "_tiles", "_k_points", "_splits", "_attn",
-                 "_attn_points", "_gemm_cache", "_attn_cache")
+                 "_attn_points", "_gemm_cache", "_attn_cache", "_gemm_ceiling")
 
     def __init__(self, accelerator: AcceleratorConfig):
         self.accelerator = accelerator
@@ -247,6 +250,8 @@ class KernelModel:
         # 0.0 where the device has no rate at all: an error only if a kernel asks for it
         self._peak = {d: float(getattr(accelerator.peak, self._rate_dtype[d].value) or 0.0) for d in Dtype}
         self._gemm_eff = {d: self._lookup(p.gemm.max_efficiency, self._rate_dtype[d]) for d in Dtype}
+        self._gemm_ceiling = {d: (p.gemm.ceiling[self._rate_dtype[d]].value
+                                  if self._rate_dtype[d] in p.gemm.ceiling else 1.0) for d in Dtype}
         tiles: dict[tuple[int, int], float] = {}
         for t in p.gemm.tiles:
             for shape in ((t.m, t.n), (t.n, t.m)):
@@ -305,6 +310,7 @@ class KernelModel:
         base_bytes = float(batch * ((m * k + k * n) * elem + m * n * max(elem, 2)))
         flop_per_peak = 2.0 * m * n * k * batch / self._peak_of(dtype)
         max_eff = self._gemm_eff[dtype]
+        ceiling = self._gemm_ceiling[dtype]
         best_s, best_eff = math.inf, 0.0
         for split in self._splits:
             if split > 1 and k // split < _MIN_SPLIT_K:
@@ -314,8 +320,8 @@ class KernelModel:
             memory_s = n_bytes / self._mem_bytes_per_s
             k_factor = interpolate_log(self._k_points, k / split)
             for tile_m, tile_n, tile_eff in self._tiles:
-                eff = max_eff * tile_eff * k_factor * tile_utilization(
-                    m, n, batch * split, tile_m, tile_n, self._n_units)
+                eff = min(ceiling, max_eff * tile_eff * k_factor * tile_utilization(
+                    m, n, batch * split, tile_m, tile_n, self._n_units))
                 roofline_s = max(flop_per_peak / eff, memory_s)
                 if roofline_s < best_s:
                     best_s, best_eff = roofline_s, eff

@@ -298,3 +298,9 @@ def test_interpolate_log_is_linear_in_log_x_and_clamped():
     assert interpolate_log(points, 10.0) == pytest.approx(0.5)
     assert interpolate_log(points, 0.5) == 0.0
     assert interpolate_log(points, 1e6) == 1.0
+
+
+def test_no_shape_beats_the_measured_ceiling(h100):
+    ceiling = load_profile("hopper").gemm.ceiling[Dtype.BF16].value
+    shapes = [(m, n, k) for m in (2048, 8192, 32768) for n in (4096, 14336, 28672) for k in (2048, 8192, 14336)]
+    assert max(h100.gemm_compute_efficiency(m, n, k, Dtype.BF16) for m, n, k in shapes) <= ceiling + 1e-12
