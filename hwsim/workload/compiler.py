@@ -267,7 +267,14 @@ def _layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer
     fwd_ops = O.layer_forward_ops(model, shard, moe_layer, flash=plan.flash)
     bwd_ops = O.layer_backward_ops(model, shard, moe_layer, flash=plan.flash)
     fwd = time_ops(fwd_ops, kernels, plan, "fwd")
-    rec = time_ops(fwd_ops, kernels, plan, "recompute") if plan.recompute == Recompute.FULL else []
+    if plan.recompute == Recompute.FULL:
+        rec = time_ops(fwd_ops, kernels, plan, "recompute")
+    elif plan.recompute == Recompute.SELECTIVE:
+        # Korthikanti et al. 2022 §5: selective recompute re-runs the attention core (QKᵀ,
+        # softmax, dropout, ·V) in the backward — Megatron-Core's "core_attn" checkpoint
+        rec = time_ops([o for o in fwd_ops if o.kind == O.OpKind.ATTENTION], kernels, plan, "recompute")
+    else:
+        rec = []
     if split:
         bwd = time_ops([o for o in bwd_ops if o.phase != O.Phase.BWD_WEIGHT], kernels, plan, "bwd")
         bww = time_ops([o for o in bwd_ops if o.phase == O.Phase.BWD_WEIGHT], kernels, plan, "bwd-weight")
