@@ -10,10 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) stays as it is
 
 from hwsim import units  # noqa: E402
 from hwsim.analysis.timeline import CATEGORY_COLORS, DPI  # noqa: E402
@@ -127,7 +124,8 @@ def plot_comparison(names: list[str], summaries: list[Summary], path: Path) -> P
     longest = max(s["step_time_s"] for s in summaries)
     scale, unit = (units.MS, "ms") if longest < 1.0 else (1.0, "s")
     width_in = max(7.0, 1.3 * len(names) + 4.0)
-    fig, ax = plt.subplots(figsize=(width_in, 5.5), dpi=DPI)
+    fig = Figure(figsize=(width_in, 5.5), dpi=DPI)
+    ax = fig.subplots()
     bottoms = [0.0] * len(names)
     x = list(range(len(names)))
     for j, key in enumerate(parts):
@@ -151,5 +149,4 @@ def plot_comparison(names: list[str], summaries: list[Summary], path: Path) -> P
     ax.set_axisbelow(True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
     return path

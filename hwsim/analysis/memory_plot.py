@@ -14,10 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) stays as it is
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
@@ -82,7 +79,7 @@ def plot_memory(result, path: Path, max_panels: int = 8) -> Path:
     devices = memory_devices(compiled, trace, max_panels)
     width_in, height_in, n_cols = memory_figure_size_in(max(len(devices), 1))
     n_rows = max(1, math.ceil(len(devices) / n_cols))
-    fig = plt.figure(figsize=(width_in, height_in), dpi=DPI)
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI)
     grid = fig.add_gridspec(n_rows, n_cols, left=0.07, right=0.98, hspace=0.38, wspace=0.12,
                             top=1.0 - _HEADER_IN / height_in, bottom=_FOOTER_IN / height_in)
     makespan = max(trace.makespan_s, 1e-30)
@@ -154,7 +151,6 @@ def plot_memory(result, path: Path, max_panels: int = 8) -> Path:
     fig.legend(handles=handles, loc="center", ncol=len(handles), fontsize=9, frameon=False,
                bbox_to_anchor=(0.5, 1.0 - 0.95 / height_in))
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
     return path
 
 

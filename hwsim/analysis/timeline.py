@@ -16,10 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) stays as it is
 import numpy as np  # noqa: E402
 from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
@@ -217,7 +214,7 @@ def plot_timeline(result, path: Path, account: PathAccount | None = None,
     n_rows = max(len(rows), 1)
     gantt_in, links_in = _gantt_height_in(n_rows), _links_height_in(len(links))
     _, height_in = timeline_figure_size_in(n_rows, len(links))
-    fig = plt.figure(figsize=(FIG_WIDTH_IN, height_in), dpi=DPI)
+    fig = Figure(figsize=(FIG_WIDTH_IN, height_in), dpi=DPI)
     width_frac = 1.0 - (_LEFT_IN + _RIGHT_IN) / FIG_WIDTH_IN
     left_frac = _LEFT_IN / FIG_WIDTH_IN
 
@@ -298,7 +295,6 @@ def plot_timeline(result, path: Path, account: PathAccount | None = None,
         lax = axes_at(links_bottom, links_in - 0.5)
         _draw_links(fig, lax, compiled, trace, links, makespan, scale, unit, width_frac)
     fig.savefig(path, dpi=DPI)
-    plt.close(fig)
     return path
 
 

@@ -60,10 +60,7 @@ def _x_scale(path: str) -> tuple[float, str]:
 
 def plot_sweep(records: Sequence[PointRecord], axis_paths: Sequence[str], out_dir: str | Path) -> list[Path]:
     """Write the sweep's PNGs into `out_dir`; the paths written (none when no point succeeded)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +81,8 @@ def plot_sweep(records: Sequence[PointRecord], axis_paths: Sequence[str], out_di
                 name = ", ".join(f"{p.rsplit('.', 1)[-1]}={r.axes.get(p)}" for p in others) or metric
                 xv = x / scale if numeric else labels.index(str(r.axes.get(path)))
                 series[name].append((xv, r.summary[metric] / mscale))
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            fig = Figure(figsize=(6.4, 4.2))
+            ax = fig.subplots()
             for name in list(series)[:_MAX_SERIES]:
                 pts = sorted(series[name])
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
@@ -96,10 +94,11 @@ def plot_sweep(records: Sequence[PointRecord], axis_paths: Sequence[str], out_di
             if len(series) > 1:
                 ax.legend(fontsize=7, title=f"{len(series)} series" if len(series) > _MAX_SERIES else None)
             fig.tight_layout()
-            written.append(_save(fig, out / f"{metric}-vs-{path}.png", plt))
+            written.append(_save(fig, out / f"{metric}-vs-{path}.png"))
     devices = [r.summary["devices"] for r in ok]
     if len(set(devices)) > 1:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig = Figure(figsize=(6.4, 4.2))
+        ax = fig.subplots()
         ax.scatter(devices, [r.summary["tokens_per_s"] for r in ok])
         lo, hi = min(devices), max(devices)
         best_lo = max(r.summary["tokens_per_s"] for r in ok if r.summary["devices"] == lo)
@@ -111,12 +110,13 @@ def plot_sweep(records: Sequence[PointRecord], axis_paths: Sequence[str], out_di
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        written.append(_save(fig, out / "throughput-vs-devices.png", plt))
+        written.append(_save(fig, out / "throughput-vs-devices.png"))
     ttt = [r for r in ok if r.summary.get("time_to_train")]
     if ttt:
         pts = [(r.summary["time_to_train"]["days"], r.summary["time_to_train"]["cost_usd"]) for r in ttt]
         front = pareto_front(pts)
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        fig = Figure(figsize=(6.4, 4.2))
+        ax = fig.subplots()
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="lightgrey", label="points")
         ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], marker="o", color="C3",
                 label="Pareto front")
@@ -130,11 +130,10 @@ def plot_sweep(records: Sequence[PointRecord], axis_paths: Sequence[str], out_di
         ax.legend()
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        written.append(_save(fig, out / "cost-vs-time-to-train.png", plt))
+        written.append(_save(fig, out / "cost-vs-time-to-train.png"))
     return written
 
 
-def _save(fig, path: Path, plt) -> Path:
+def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
