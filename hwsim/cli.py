@@ -145,7 +145,7 @@ def compare(scenarios: Annotated[list[Path], typer.Argument(help="two or more sc
         summaries.append(run_step(load_scenario(path, (set_ or []) + extra)).summary)
         names.append(name)
     text = compare_summaries(names, summaries)
-    out_console.print(text, highlight=False)
+    out_console.print(text, highlight=False, soft_wrap=True)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "comparison.md").write_text(text + "\n")
