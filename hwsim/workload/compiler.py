@@ -614,12 +614,13 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         devices = em.role_devices(s)
         n_local = stage_params(model, pp, s, v, plan.tp, plan.ep)
         shard_frac = plan.dp if plan.zero_stage >= 1 else 1
-        opt = time_ops(O.optimizer_ops(n_local / shard_frac), kernels, plan, "optimizer")
+        opt = time_ops(O.optimizer_ops(n_local / shard_frac, plan.precision, optimizer=scenario.training.optimizer),
+                       kernels, plan, "optimizer")
         for d in devices:
             em.cursor[d] = tuple(dict.fromkeys(em.cursor.get(d, ()) + tuple(dp_tasks[s])))
         for w in opt:
             em.compute(devices, w, -1, -1, "optimizer")
-        static = static_memory_bytes(n_local, plan.zero_stage, plan.dp, plan.precision)
+        static = static_memory_bytes(n_local, plan.zero_stage, plan.dp, plan.precision, scenario.training.optimizer)
         for d in devices:
             initial[d] = dict(static)
             stage_of[d] = s

@@ -5,7 +5,8 @@ import pytest
 from hwsim.config.loader import load_scenario
 from hwsim.config.schema import Schedule
 from hwsim.simulate import run_step
-from hwsim.studies.screen import in_flight_chunks, pipeline_makespan, screen
+from hwsim.studies.screen import Estimator, in_flight_chunks, pipeline_makespan, screen
+from hwsim.workload.plan import resolve_plan
 from hwsim.workload.schedules import Action, peak_in_flight, pipeline_schedule, simulate_unit_times
 from tests.conftest import REPO
 
@@ -17,9 +18,10 @@ CASES = [(k, pp, m, v) for k in Schedule for pp in (1, 2, 4, 8) for m in (1, 3, 
 @pytest.mark.parametrize("kind, pp, m, v", CASES)
 def test_in_flight_closed_form_matches_schedule(kind, pp, m, v):
     sched = pipeline_schedule(kind, pp, m, v)
-    release = Action.W if kind == Schedule.ZERO_BUBBLE else Action.B
     for s in range(pp):
-        assert in_flight_chunks(kind, pp, m, v, s) == peak_in_flight(sched[s], release)
+        assert in_flight_chunks(kind, pp, m, v, s) == peak_in_flight(sched[s], Action.B)   # the compiler's release
+        for release in (Action.B, Action.W):
+            assert in_flight_chunks(kind, pp, m, v, s, release) == peak_in_flight(sched[s], release)
 
 
 @pytest.mark.parametrize("kind, pp, m, v", CASES)
@@ -38,3 +40,14 @@ def test_screen_agrees_with_simulation(name, tol):
     fast, slow = screen(sc), run_step(sc).summary
     assert fast["step_time_s"] == pytest.approx(slow["step_time_s"], rel=tol)
     assert fast["peak_memory_bytes"] == pytest.approx(slow["peak_memory_bytes"], rel=0.05)
+
+
+def test_screen_and_the_planner_share_one_estimator():
+    sc = load_scenario(REPO / "scenarios" / "llama3-8b-16xh100-pp.yaml")
+    summary = screen(sc)
+    est = Estimator.of(sc)
+    assert Estimator.of(sc) is est          # a study's scenarios reuse the topology and kernel tables
+    e = est.estimate(resolve_plan(sc))
+    assert (summary["step_time_s"], summary["peak_memory_bytes"]) == (e.step_time_s, e.memory_bytes)
+    assert 0 < e.lower_bound_s <= e.step_time_s
+    assert sum(summary["breakdown"].values()) == pytest.approx(summary["step_time_s"], rel=1e-12)
