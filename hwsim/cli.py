@@ -187,6 +187,14 @@ def validate(file: Annotated[Path, typer.Argument(help="validation records YAML 
         if st.get("n"):
             tags.add_row(t, str(st["n"]), f"{st['mape']:.1%}", f"{st['median_ape']:.1%}", f"{st['p90_ape']:.1%}")
     out_console.print(tags)
+    if report["peak_memory"]:
+        mem = Table(title="Peak memory vs published (where published)", title_justify="left")
+        for col in ("record", "published", "predicted", "error"):
+            mem.add_column(col, justify="right" if col != "record" else "left")
+        for m in report["peak_memory"]:
+            mem.add_row(m["id"], units.fmt_bytes(m["published_bytes"]), units.fmt_bytes(m["predicted_bytes"]),
+                        f"{m['error']:+.1%}")
+        out_console.print(mem)
     for u in report["unsupported"]:
         out_console.print(f"[yellow]not simulated[/yellow] {u['id']}: {u['reason']}")
     o = report["overall"]

@@ -206,7 +206,8 @@ class Estimator:
         """One collective of rank 0's `axis` group, alone on the topology (send-recv: cp's ring,
         each rank to its successor; pp: stage 0 to stage 1)."""
         def price() -> float:
-            group = plan.ep_groups(0)[0] if axis == "ep" else plan.group(axis, 0)
+            group = (plan.ep_groups(0)[0] if axis == "ep" else plan.grad_groups(0)[0] if axis == "dp"
+                     else plan.group(axis, 0))
             if len(group) < 2 or size_bytes <= 0:
                 return 0.0
             if axis == "pp":
@@ -254,7 +255,7 @@ class Estimator:
             self.model, plan.pp, stage, plan.virtual_stages, plan.tp, plan.ep))
 
     def _optimizer_s(self, plan: Plan, stage: int) -> float:
-        n_params = self._stage_params(plan, stage) / (plan.dp if plan.zero_stage >= 1 else 1)
+        n_params = self._stage_params(plan, stage) / (plan.grad_shards if plan.zero_stage >= 1 else 1)
         return self._cached(("opt", n_params, self._layout(plan)), lambda: sum(
             self._serial(plan, time_ops(O.optimizer_ops(n_params), self.kernels, plan, "optimizer"))[:2]))
 
@@ -281,7 +282,7 @@ class Estimator:
                               lambda: O.head_activation_bytes(self.model, self._shard(plan)))
         worst = 0.0
         for s in range(pp):
-            static = sum(static_memory_bytes(self._stage_params(plan, s), plan.zero_stage, plan.dp, plan.precision,
+            static = sum(static_memory_bytes(self._stage_params(plan, s), plan.zero_stage, plan.grad_shards, plan.precision,
                                              self.optimizer).values())
             chunk_act = [self._per_chunk(k, act) for k in kinds[s]]
             if s == pp - 1:
@@ -326,7 +327,7 @@ class Estimator:
         # the first chunk cannot hide (buckets overlap the rest of the backward)
         n_local = max(self._stage_params(plan, s) for s in range(pp))
         dp_exposed = 0.0
-        if plan.dp > 1 and plan.zero_stage < 3:
+        if plan.grad_shards > 1 and plan.zero_stage < 3:
             grad_bytes = n_local * GRAD_REDUCE_BYTES
             t_dp = self.comm_s(plan, "all-reduce" if plan.zero_stage == 0 else "reduce-scatter", "dp", grad_bytes)
             bucket = min(1.0, self.dp_bucket_bytes / max(grad_bytes, 1.0))
@@ -334,7 +335,7 @@ class Estimator:
             if plan.zero_stage in (1, 2):
                 t_ag = self.comm_s(plan, "all-gather", "dp", n_local * shard.dtype_bytes)
                 dp_exposed += max(0.0, t_ag - sum(t_f) / pp / v)
-        elif plan.dp > 1:   # ZeRO-3: per layer and micro-batch, gathers and reductions behind compute
+        elif plan.grad_shards > 1:   # ZeRO-3: per layer and micro-batch, gathers and reductions behind compute
             first = is_moe_layer(self.model, 0)
             lt = layers[first]
             t_ag = self.comm_s(plan, "all-gather", "dp", lt.param_bytes)

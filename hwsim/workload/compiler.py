@@ -199,7 +199,8 @@ class _Emitter:
     def _groups(self, axis: str, stage: int) -> tuple[tuple[int, ...], ...]:
         key = (axis, stage)
         if key not in self._roles:
-            self._roles[key] = self.plan.ep_groups(stage) if axis == "ep" else self.plan.groups(axis, stage)
+            self._roles[key] = (self.plan.ep_groups(stage) if axis == "ep" else
+                                self.plan.grad_groups(stage) if axis == "dp" else self.plan.groups(axis, stage))
         return self._roles[key]
 
     def pipeline_pairs(self, stage_from: int, stage_to: int) -> tuple[tuple[int, int], ...]:
@@ -490,7 +491,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                     dp_tasks[stage] += em.collective(
                         stage, devices, "reduce-scatter", "dp", lw.n_params_local * GRAD_REDUCE_BYTES,
                         f"zero3 grad reduce L{layer}", "dp", layer, mb, Stream.DP, advance=False)
-                elif grads_done and last_mb_for_grads and plan.dp > 1:
+                elif grads_done and last_mb_for_grads and plan.grad_shards > 1:
                     bucket.append(layer)
                     if sum(layer_work(x).n_params_local for x in bucket) * GRAD_REDUCE_BYTES >= scenario.parallel.dp_bucket:
                         flush_bucket(stage, devices)
@@ -564,7 +565,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     # overlap_param_gather that gather overlaps the next step's forward, so in the steady state
     # it is issued at the start of the step, one bucket per chunk, and the chunk's first forward
     # waits for it.
-    if plan.zero_stage in (1, 2) and plan.dp > 1:
+    if plan.zero_stage in (1, 2) and plan.grad_shards > 1:
         for s in range(pp):
             devices = em.role_devices(s)
             for c in range(v):
@@ -613,14 +614,15 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     for s in range(pp):
         devices = em.role_devices(s)
         n_local = stage_params(model, pp, s, v, plan.tp, plan.ep)
-        shard_frac = plan.dp if plan.zero_stage >= 1 else 1
+        shard_frac = plan.grad_shards if plan.zero_stage >= 1 else 1
         opt = time_ops(O.optimizer_ops(n_local / shard_frac, plan.precision, optimizer=scenario.training.optimizer),
                        kernels, plan, "optimizer")
         for d in devices:
             em.cursor[d] = tuple(dict.fromkeys(em.cursor.get(d, ()) + tuple(dp_tasks[s])))
         for w in opt:
             em.compute(devices, w, -1, -1, "optimizer")
-        static = static_memory_bytes(n_local, plan.zero_stage, plan.dp, plan.precision, scenario.training.optimizer)
+        static = static_memory_bytes(n_local, plan.zero_stage, plan.grad_shards, plan.precision,
+                                     scenario.training.optimizer)
         for d in devices:
             initial[d] = dict(static)
             stage_of[d] = s

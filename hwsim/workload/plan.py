@@ -78,6 +78,27 @@ class Plan:
         """The ranks of pipeline stage `stage`, ascending."""
         return tuple(sorted(r for g in self.groups("tp", stage) for r in g))
 
+    @property
+    def grad_shards(self) -> int:
+        """Ranks that hold the same parameters and reduce their gradients together: the
+        data-parallel ranks times the context-parallel ones (cp ranks see different tokens of
+        the same sequences with the same weights; Megatron's dp-cp group, torchtitan's FSDP mesh)."""
+        return self.dp * self.cp
+
+    def grad_groups(self, stage: int | None = None) -> tuple[tuple[int, ...], ...]:
+        """Groups of `grad_shards` ranks with the same tp rank (and pipeline stage)."""
+        if self.cp == 1:
+            return self.groups("dp", stage)
+        by_first: dict[int, tuple[int, ...]] = {}
+        for g in self.groups("tp", stage):
+            for t, r in enumerate(g):
+                c = self.coords(r)
+                if c["dp"] == 0 and c["cp"] == 0:
+                    members = tuple(sorted(self.rank(tp=t, cp=cc, dp=dd, pp=c["pp"])
+                                           for dd in range(self.dp) for cc in range(self.cp)))
+                    by_first[members[0]] = members
+        return tuple(by_first[k] for k in sorted(by_first))
+
     def ep_groups(self, stage: int) -> tuple[tuple[int, ...], ...]:
         """Expert-parallel groups of a stage: ep consecutive members of the dp×cp ranks that
         share a tp rank (Megatron-Core's expert-model-parallel layout)."""

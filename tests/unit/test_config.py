@@ -136,3 +136,15 @@ def test_yaml_files_in_scenarios_load():
         sc = load_scenario(path)
         resolve_plan(sc)
         assert yaml.safe_load(path.read_text())["name"] == sc.name
+
+
+def test_gradients_are_reduced_over_dp_and_cp(small_scenario_dict):
+    small_scenario_dict["parallel"] = {"tp": 2, "pp": 2, "cp": 2, "dp": 2}
+    plan = resolve_plan(scenario_from_mapping(small_scenario_dict))
+    assert plan.grad_shards == 4
+    groups = plan.grad_groups(0)
+    assert len(groups) == 2 and all(len(g) == 4 for g in groups)
+    for g in groups:   # same tp rank and stage; every dp x cp combination
+        coords = [plan.coords(r) for r in g]
+        assert len({c["tp"] for c in coords}) == 1 and {c["pp"] for c in coords} == {0}
+        assert sorted((c["dp"], c["cp"]) for c in coords) == [(0, 0), (0, 1), (1, 0), (1, 1)]
