@@ -29,7 +29,7 @@ from simpy import Environment, Event, Timeout
 from simpy.events import NORMAL, EventPriority
 
 from hwsim.engine.memory import DeviceMemory
-from hwsim.engine.task import MemKind, TaskKind
+from hwsim.engine.task import MemKind, Stream, TaskKind
 from hwsim.engine.taskgraph import TaskGraph
 from hwsim.engine.trace import NetworkRecord, Trace
 from hwsim.errors import SimulationError

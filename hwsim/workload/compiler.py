@@ -21,46 +21,25 @@ rendezvous can never deadlock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Sequence
 
-from hwsim.config.schema import Dtype, Recompute, ScenarioConfig
+from hwsim.config.schema import Dtype, ScenarioConfig
 from hwsim.engine.task import MemKind, Stream, Task, TaskKind
 from hwsim.engine.taskgraph import TaskGraph
 from hwsim.hardware.kernels import KernelModel
 from hwsim.hardware.topology import Topology
 from hwsim.network.collectives import CollectiveOp, collective_transfers
 from hwsim.network.maxmin import MaxMinFair
-from hwsim.network.transfer import NetworkModel, Transfer
+from hwsim.network.transfer import NetworkModel
 from hwsim.workload import ops as O
 from hwsim.workload.memory import stage_params, static_memory_bytes
 from hwsim.workload.plan import Plan, resolve_plan
 from hwsim.workload.schedules import Action, chunk_layers, pipeline_schedule, split_backward
+from hwsim.workload.emitter import AXIS_STREAM as _AXIS_STREAM, Emitter as _Emitter
 from hwsim.workload.shard import Shard
-
-GRAD_REDUCE_BYTES = 4  # gradients are reduced in fp32 (Megatron --accumulate-allreduce-grads-in-fp32; FSDP reduce_dtype=float32 in torchtitan)
-
-
-class Granularity(StrEnum):
-    OP = "op"        # one task per kernel
-    LAYER = "layer"  # consecutive kernels between two collectives fused into one task (same totals)
-    STEP = "step"    # one compute task and one collective task per pipeline step (tp/cp/ep
-                     # collectives charged at their isolated time); the steps that finish a
-                     # chunk's gradients stay at layer level so the dp reduction overlaps as before
-
-
-@dataclass(frozen=True, slots=True)
-class Work:
-    """An op with its time on this hardware: a compute kernel or a collective."""
-
-    name: str
-    category: str
-    duration_s: float = 0.0
-    flop: float = 0.0
-    bytes_moved: float = 0.0
-    comm: tuple[str, str, float] | None = None  # (collective op, axis, size_bytes)
-    overlapped: bool = False   # a collective that runs alongside the next compute work (no data dependence)
+from hwsim.workload.work import (GRAD_REDUCE_BYTES, Granularity, LayerWork as _LayerWork, Work, fuse,  # noqa: F401
+                                 layer_work as _layer_work, serial_seconds, time_ops)
 
 
 @dataclass
@@ -76,218 +55,6 @@ class CompiledStep:
     model_flop: float                   # whole cluster, one step, no recompute
     folded: bool
     granularity: Granularity
-
-
-_COLLECTIVE = {
-    "all-reduce": CollectiveOp.ALL_REDUCE, "all-gather": CollectiveOp.ALL_GATHER,
-    "reduce-scatter": CollectiveOp.REDUCE_SCATTER, "all-to-all": CollectiveOp.ALL_TO_ALL,
-    "send-recv": CollectiveOp.SEND_RECV, "broadcast": CollectiveOp.BROADCAST,
-}
-_AXIS_STREAM = {"tp": Stream.COMM, "cp": Stream.COMM, "ep": Stream.COMM}
-
-
-def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: str) -> list[Work]:
-    """Give each op its kernel time on this accelerator (collectives keep their spec)."""
-    gemm_dtype = Dtype.FP8 if plan.fp8 else plan.precision
-    act_dtype = Dtype.BF16 if plan.fp8 else plan.precision
-    out = []
-    for i, op in enumerate(ops):
-        if op.kind == O.OpKind.COMM:
-            # overlaps the op named by overlap_with when it comes next (with a split backward the
-            # weight-gradient GEMM it hid behind moves to the W step, and the collective blocks)
-            overlapped = bool(op.overlap_with) and i + 1 < len(ops) and ops[i + 1].name == op.overlap_with
-            out.append(Work(op.name, category, comm=op.comm, overlapped=overlapped))
-            continue
-        if op.kind == O.OpKind.GEMM:
-            m, n, k = op.gemm
-            t = kernels.gemm_time_s(m, n, k, gemm_dtype, batch=op.gemm_batch)
-            if plan.fp8 and op.phase != O.Phase.BWD_WEIGHT:
-                # Transformer Engine casts the GEMM's activation input to fp8 first (forward: read
-                # bf16, write fp8 = 3 B/element; backward: fused cast+transpose of dY = 4 B/element);
-                # the weight-gradient GEMM reuses those (TE fp8_cast_transpose_fused).
-                cast_bytes = (3 if op.phase == O.Phase.FWD else 4) * m * k * op.gemm_batch
-                t += kernels.memory_time_s(cast_bytes)
-        elif op.kind == O.OpKind.ATTENTION and plan.flash:
-            b, h, sq, skv, d, causal = op.attention
-            t = kernels.attention_time_s(b, h, sq, skv, d, causal, act_dtype, backward=op.phase != O.Phase.FWD)
-        elif op.kind == O.OpKind.ATTENTION:
-            # unfused: QKᵀ and PV as batched GEMMs (backward: four of them), the s×s scores'
-            # softmax, mask and dropout as memory-bound kernels (bytes from the op)
-            b, h, sq, skv, d, causal = op.attention
-            n_gemm = 2 if op.phase == O.Phase.FWD else 4
-            t = n_gemm * kernels.gemm_time_s(sq, skv, d, act_dtype, batch=b * h) + kernels.memory_time_s(op.bytes_moved)
-        else:
-            t = kernels.memory_time_s(op.bytes_moved)
-        out.append(Work(op.name, category, duration_s=t, flop=op.flop, bytes_moved=op.bytes_moved))
-    return out
-
-
-def fuse(works: Sequence[Work], name: str) -> list[Work]:
-    """Fuse runs of compute works between collectives into one work (same totals)."""
-    out: list[Work] = []
-    run: list[Work] = []
-
-    def flush() -> None:
-        if run:
-            out.append(Work(f"{name}[{run[0].name}..{run[-1].name}]" if len(run) > 1 else run[0].name,
-                            run[0].category, duration_s=sum(w.duration_s for w in run),
-                            flop=sum(w.flop for w in run), bytes_moved=sum(w.bytes_moved for w in run)))
-            run.clear()
-
-    isolate_next = False
-    for w in works:
-        if w.comm is None:
-            run.append(w)
-            if isolate_next:   # the op an overlapped collective hides behind stays a task of its own
-                flush()
-                isolate_next = False
-        else:
-            flush()
-            out.append(w)
-            isolate_next = w.overlapped
-    flush()
-    return out
-
-
-def serial_seconds(works: Sequence[Work], comm_seconds) -> tuple[float, float, float]:
-    """(compute seconds, exposed collective seconds, FLOPs) of a work list run in order, each
-    collective at `comm_seconds(op, axis, size)`; an overlapped collective hides behind the
-    next work and only what sticks out of it is exposed."""
-    compute = comm = flop = hidden = 0.0
-    for w in works:
-        if w.comm is None:
-            compute += w.duration_s
-            flop += w.flop
-            comm += max(0.0, hidden - w.duration_s)
-            hidden = 0.0
-        elif w.overlapped:
-            hidden += comm_seconds(*w.comm)
-        else:
-            comm += comm_seconds(*w.comm)
-    return compute, comm + hidden, flop
-
-
-@dataclass
-class _LayerWork:
-    fwd: list[Work]
-    bwd: list[Work]            # whole backward, or input-gradient part when split
-    bwd_weight: list[Work]     # weight-gradient part (zero-bubble), else empty
-    recompute: list[Work]
-    act_bytes: float           # activation bytes kept per micro-batch
-    recompute_extra_bytes: float  # transient bytes while recomputing (full recompute)
-    param_bytes_local: float   # this device's share of the layer's parameters (bf16/fp16 copy)
-    n_params_local: float
-
-
-@dataclass
-class _Emitter:
-    graph: TaskGraph
-    plan: Plan
-    topology: Topology
-    folded: bool
-    cursor: dict[int, tuple[int, ...]] = field(default_factory=dict)
-    _transfer_cache: dict = field(default_factory=dict)
-
-    _roles: dict = field(default_factory=dict)
-
-    def role_devices(self, stage: int) -> tuple[int, ...]:
-        key = ("role", stage)
-        if key not in self._roles:
-            self._roles[key] = ((self.plan.rank(pp=stage),) if self.folded else self.plan.stage_ranks(stage))
-        return self._roles[key]
-
-    def _groups(self, axis: str, stage: int) -> tuple[tuple[int, ...], ...]:
-        key = (axis, stage)
-        if key not in self._roles:
-            self._roles[key] = (self.plan.ep_groups(stage) if axis == "ep" else
-                                self.plan.grad_groups(stage) if axis == "dp" else self.plan.groups(axis, stage))
-        return self._roles[key]
-
-    def pipeline_pairs(self, stage_from: int, stage_to: int) -> tuple[tuple[int, int], ...]:
-        key = ("pairs", stage_from, stage_to)
-        if key not in self._roles:
-            shift = (stage_to - stage_from) * self.plan.stride("pp")
-            self._roles[key] = tuple((r, r + shift) for r in self.plan.stage_ranks(stage_from))
-        return self._roles[key]
-
-    def transfers(self, op: str, axis: str, stage: int, size_bytes: float,
-                  groups: tuple[tuple[int, ...], ...]) -> tuple[Transfer, ...]:
-        key = (op, axis, stage, size_bytes, groups if not self.folded else None)
-        hit = self._transfer_cache.get(key)
-        if hit is None:
-            if op == "send-recv" and axis == "cp":   # ring attention: each rank passes to its ring successor
-                groups = tuple((g[i], g[(i + 1) % len(g)]) for g in groups for i in range(len(g)))
-            hit = collective_transfers(self.topology, _COLLECTIVE[op], groups, size_bytes)
-            self._transfer_cache[key] = hit
-        return hit
-
-    def collective_groups(self, axis: str, stage: int) -> list[tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]]:
-        """(simulated devices of the task, the groups whose flows it carries), one per task."""
-        groups = self._groups(axis, stage)
-        if self.folded:
-            return [((self.plan.rank(pp=stage),), groups)]
-        return [(g, (g,)) for g in groups]
-
-    def compute(self, devices: Sequence[int], w: Work, layer: int, mb: int, category: str | None = None) -> None:
-        for d in devices:
-            tid = self.graph.add(Task(w.name, TaskKind.COMPUTE, (d,), Stream.COMPUTE, duration_s=w.duration_s,
-                                      category=category or w.category, layer=layer, micro_batch=mb,
-                                      flop=w.flop, bytes_moved=w.bytes_moved), self.cursor.get(d, ()))
-            self.cursor[d] = (tid,)
-
-    def collective(self, stage: int, devices: Sequence[int], op: str, axis: str, size_bytes: float, name: str,
-                   category: str, layer: int, mb: int, stream: Stream, deps: Sequence[int] | None = None,
-                   advance: bool = True) -> list[int]:
-        """One collective per group of `axis` among `devices` (folded: one task for all)."""
-        ids = []
-        for sim_devs, groups in self.collective_groups(axis, stage):
-            sim_devs = tuple(d for d in sim_devs if d in devices) or tuple(sim_devs)
-            task_deps = (tuple(dict.fromkeys(x for d in sim_devs for x in self.cursor.get(d, ())))
-                         if deps is None else tuple(deps))
-            tid = self.graph.add(Task(name, TaskKind.COLLECTIVE, sim_devs, stream,
-                                      transfers=self.transfers(op, axis, stage, size_bytes, groups),
-                                      category=category, layer=layer, micro_batch=mb, bytes_moved=size_bytes),
-                                 task_deps)
-            ids.append(tid)
-            if advance:
-                for d in sim_devs:
-                    self.cursor[d] = (tid,)
-        return ids
-
-    def memory(self, devices: Sequence[int], kind: TaskKind, n_bytes: float, mem_kind: MemKind, name: str,
-               layer: int = -1, mb: int = -1) -> None:
-        if n_bytes <= 0:
-            return
-        for d in devices:
-            self.graph.add(Task(name, kind, (d,), Stream.COMPUTE, mem_bytes=n_bytes, mem_kind=mem_kind,
-                                layer=layer, micro_batch=mb, category="memory"), self.cursor.get(d, ()))
-
-
-def _layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer: bool, split: bool,
-                granularity: Granularity) -> _LayerWork:
-    fwd_ops = O.layer_forward_ops(model, shard, moe_layer, flash=plan.flash)
-    bwd_ops = O.layer_backward_ops(model, shard, moe_layer, flash=plan.flash)
-    fwd = time_ops(fwd_ops, kernels, plan, "fwd")
-    if plan.recompute == Recompute.FULL:
-        rec = time_ops(fwd_ops, kernels, plan, "recompute")
-    elif plan.recompute == Recompute.SELECTIVE:
-        # Korthikanti et al. 2022 §5: selective recompute re-runs the attention core (QKᵀ,
-        # softmax, dropout, ·V) in the backward — Megatron-Core's "core_attn" checkpoint
-        rec = time_ops([o for o in fwd_ops if o.kind == O.OpKind.ATTENTION], kernels, plan, "recompute")
-    else:
-        rec = []
-    if split:
-        bwd = time_ops([o for o in bwd_ops if o.phase != O.Phase.BWD_WEIGHT], kernels, plan, "bwd")
-        bww = time_ops([o for o in bwd_ops if o.phase == O.Phase.BWD_WEIGHT], kernels, plan, "bwd-weight")
-    else:
-        bwd, bww = time_ops(bwd_ops, kernels, plan, "bwd"), []
-    if granularity in (Granularity.LAYER, Granularity.STEP):
-        fwd, bwd, bww, rec = fuse(fwd, "fwd"), fuse(bwd, "bwd"), fuse(bww, "bwd-weight"), fuse(rec, "recompute")
-    act = O.layer_activation_bytes(model, shard, plan.recompute, moe_layer=moe_layer, flash=plan.flash)
-    extra = (O.layer_activation_bytes(model, shard, Recompute.NONE, moe_layer=moe_layer, flash=plan.flash) - act
-             if plan.recompute == Recompute.FULL else 0.0)
-    n_local = O.layer_param_count(model, moe_layer, plan.tp, plan.ep)
-    return _LayerWork(fwd, bwd, bww, rec, act, extra, n_local * shard.dtype_bytes, n_local)
 
 
 def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelModel, fold: bool = True,
@@ -333,7 +100,6 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
 
     p2p_bytes = plan.micro_batch * model.seq_len / plan.cp * model.hidden * shard.dtype_bytes / plan.tp
     p2p: dict[tuple[str, int, int], int] = {}        # (direction, mb, receiving virtual stage) -> task
-    fwd_end: dict[tuple[int, int], tuple[int, ...]] = {}
     dp_tasks: dict[int, list[int]] = {s: [] for s in range(pp)}
 
     def send(stage_from: int, stage_to: int, key: tuple[str, int, int], stream: Stream, devices: tuple[int, ...]):
@@ -596,7 +362,6 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     # Tied embeddings across stages: first and last stage all-reduce the embedding gradient.
     if model.tied_embeddings and pp > 1:
         size = model.vocab * model.hidden / plan.tp * GRAD_REDUCE_BYTES
-        first, lastst = em.role_devices(0), em.role_devices(pp - 1)
         pairs = em.pipeline_pairs(0, pp - 1)
         sims = [((plan.rank(pp=0), plan.rank(pp=pp - 1)), pairs)] if fold else [(p_, (p_,)) for p_ in pairs]
         for sim, groups in sims:
@@ -665,3 +430,4 @@ def _expected_order(schedule, pp: int, n_virtual: int, seconds) -> list:
             raise RuntimeError("pipeline schedule has a dependency cycle (a bug in hwsim.workload.schedules)")
     out.sort(key=lambda x: (x[0], x[1], x[2]))
     return out
+

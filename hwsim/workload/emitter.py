@@ -1,0 +1,109 @@
+"""Issuing tasks into a TaskGraph for the compiler: compute kernels, collectives over the
+groups of a parallel axis (folded: one task carrying every concurrent group's flows), memory
+allocations and frees, each device's data-dependency cursor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from hwsim.engine.task import MemKind, Stream, Task, TaskKind
+from hwsim.engine.taskgraph import TaskGraph
+from hwsim.hardware.topology import Topology
+from hwsim.network.collectives import CollectiveOp, collective_transfers
+from hwsim.network.transfer import Transfer
+from hwsim.workload.plan import Plan
+from hwsim.workload.work import Work
+
+COLLECTIVE_OPS = {
+    "all-reduce": CollectiveOp.ALL_REDUCE, "all-gather": CollectiveOp.ALL_GATHER,
+    "reduce-scatter": CollectiveOp.REDUCE_SCATTER, "all-to-all": CollectiveOp.ALL_TO_ALL,
+    "send-recv": CollectiveOp.SEND_RECV, "broadcast": CollectiveOp.BROADCAST,
+}
+AXIS_STREAM = {"tp": Stream.COMM, "cp": Stream.COMM, "ep": Stream.COMM}
+
+
+@dataclass
+class Emitter:
+    graph: TaskGraph
+    plan: Plan
+    topology: Topology
+    folded: bool
+    cursor: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    _transfer_cache: dict = field(default_factory=dict)
+
+    _roles: dict = field(default_factory=dict)
+
+    def role_devices(self, stage: int) -> tuple[int, ...]:
+        key = ("role", stage)
+        if key not in self._roles:
+            self._roles[key] = ((self.plan.rank(pp=stage),) if self.folded else self.plan.stage_ranks(stage))
+        return self._roles[key]
+
+    def _groups(self, axis: str, stage: int) -> tuple[tuple[int, ...], ...]:
+        key = (axis, stage)
+        if key not in self._roles:
+            self._roles[key] = (self.plan.ep_groups(stage) if axis == "ep" else
+                                self.plan.grad_groups(stage) if axis == "dp" else self.plan.groups(axis, stage))
+        return self._roles[key]
+
+    def pipeline_pairs(self, stage_from: int, stage_to: int) -> tuple[tuple[int, int], ...]:
+        key = ("pairs", stage_from, stage_to)
+        if key not in self._roles:
+            shift = (stage_to - stage_from) * self.plan.stride("pp")
+            self._roles[key] = tuple((r, r + shift) for r in self.plan.stage_ranks(stage_from))
+        return self._roles[key]
+
+    def transfers(self, op: str, axis: str, stage: int, size_bytes: float,
+                  groups: tuple[tuple[int, ...], ...]) -> tuple[Transfer, ...]:
+        key = (op, axis, stage, size_bytes, groups if not self.folded else None)
+        hit = self._transfer_cache.get(key)
+        if hit is None:
+            if op == "send-recv" and axis == "cp":   # ring attention: each rank passes to its ring successor
+                groups = tuple((g[i], g[(i + 1) % len(g)]) for g in groups for i in range(len(g)))
+            hit = collective_transfers(self.topology, COLLECTIVE_OPS[op], groups, size_bytes)
+            self._transfer_cache[key] = hit
+        return hit
+
+    def collective_groups(self, axis: str, stage: int) -> list[tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]]:
+        """(simulated devices of the task, the groups whose flows it carries), one per task."""
+        groups = self._groups(axis, stage)
+        if self.folded:
+            return [((self.plan.rank(pp=stage),), groups)]
+        return [(g, (g,)) for g in groups]
+
+    def compute(self, devices: Sequence[int], w: Work, layer: int, mb: int, category: str | None = None) -> None:
+        for d in devices:
+            tid = self.graph.add(Task(w.name, TaskKind.COMPUTE, (d,), Stream.COMPUTE, duration_s=w.duration_s,
+                                      category=category or w.category, layer=layer, micro_batch=mb,
+                                      flop=w.flop, bytes_moved=w.bytes_moved), self.cursor.get(d, ()))
+            self.cursor[d] = (tid,)
+
+    def collective(self, stage: int, devices: Sequence[int], op: str, axis: str, size_bytes: float, name: str,
+                   category: str, layer: int, mb: int, stream: Stream, deps: Sequence[int] | None = None,
+                   advance: bool = True) -> list[int]:
+        """One collective per group of `axis` among `devices` (folded: one task for all)."""
+        ids = []
+        for sim_devs, groups in self.collective_groups(axis, stage):
+            sim_devs = tuple(d for d in sim_devs if d in devices) or tuple(sim_devs)
+            task_deps = (tuple(dict.fromkeys(x for d in sim_devs for x in self.cursor.get(d, ())))
+                         if deps is None else tuple(deps))
+            tid = self.graph.add(Task(name, TaskKind.COLLECTIVE, sim_devs, stream,
+                                      transfers=self.transfers(op, axis, stage, size_bytes, groups),
+                                      category=category, layer=layer, micro_batch=mb, bytes_moved=size_bytes),
+                                 task_deps)
+            ids.append(tid)
+            if advance:
+                for d in sim_devs:
+                    self.cursor[d] = (tid,)
+        return ids
+
+    def memory(self, devices: Sequence[int], kind: TaskKind, n_bytes: float, mem_kind: MemKind, name: str,
+               layer: int = -1, mb: int = -1) -> None:
+        if n_bytes <= 0:
+            return
+        for d in devices:
+            self.graph.add(Task(name, kind, (d,), Stream.COMPUTE, mem_bytes=n_bytes, mem_kind=mem_kind,
+                                layer=layer, micro_batch=mb, category="memory"), self.cursor.get(d, ()))
+
+

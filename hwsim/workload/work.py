@@ -1,0 +1,160 @@
+"""A transformer layer's ops timed on an accelerator: `Work` items (a kernel with its duration,
+or a collective with its spec), fusing them, and the serial-time rule both the compiler and the
+screening use. Pure: no SimPy, no task graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Sequence
+
+from hwsim.config.schema import Dtype, Recompute
+from hwsim.hardware.kernels import KernelModel
+from hwsim.workload import ops as O
+from hwsim.workload.plan import Plan
+from hwsim.workload.shard import Shard
+
+GRAD_REDUCE_BYTES = 4  # gradients are reduced in fp32 (Megatron --accumulate-allreduce-grads-in-fp32; FSDP reduce_dtype=float32 in torchtitan)
+
+
+class Granularity(StrEnum):
+    OP = "op"        # one task per kernel
+    LAYER = "layer"  # consecutive kernels between two collectives fused into one task (same totals)
+    STEP = "step"    # one compute task and one collective task per pipeline step (tp/cp/ep
+                     # collectives charged at their isolated time); the steps that finish a
+                     # chunk's gradients stay at layer level so the dp reduction overlaps as before
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """An op with its time on this hardware: a compute kernel or a collective."""
+
+    name: str
+    category: str
+    duration_s: float = 0.0
+    flop: float = 0.0
+    bytes_moved: float = 0.0
+    comm: tuple[str, str, float] | None = None  # (collective op, axis, size_bytes)
+    overlapped: bool = False   # a collective that runs alongside the next compute work (no data dependence)
+
+
+def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: str) -> list[Work]:
+    """Give each op its kernel time on this accelerator (collectives keep their spec)."""
+    gemm_dtype = Dtype.FP8 if plan.fp8 else plan.precision
+    act_dtype = Dtype.BF16 if plan.fp8 else plan.precision
+    out = []
+    for i, op in enumerate(ops):
+        if op.kind == O.OpKind.COMM:
+            # overlaps the op named by overlap_with when it comes next (with a split backward the
+            # weight-gradient GEMM it hid behind moves to the W step, and the collective blocks)
+            overlapped = bool(op.overlap_with) and i + 1 < len(ops) and ops[i + 1].name == op.overlap_with
+            out.append(Work(op.name, category, comm=op.comm, overlapped=overlapped))
+            continue
+        if op.kind == O.OpKind.GEMM:
+            m, n, k = op.gemm
+            t = kernels.gemm_time_s(m, n, k, gemm_dtype, batch=op.gemm_batch)
+            if plan.fp8 and op.phase != O.Phase.BWD_WEIGHT:
+                # Transformer Engine casts the GEMM's activation input to fp8 first (forward: read
+                # bf16, write fp8 = 3 B/element; backward: fused cast+transpose of dY = 4 B/element);
+                # the weight-gradient GEMM reuses those (TE fp8_cast_transpose_fused).
+                cast_bytes = (3 if op.phase == O.Phase.FWD else 4) * m * k * op.gemm_batch
+                t += kernels.memory_time_s(cast_bytes)
+        elif op.kind == O.OpKind.ATTENTION and plan.flash:
+            b, h, sq, skv, d, causal = op.attention
+            t = kernels.attention_time_s(b, h, sq, skv, d, causal, act_dtype, backward=op.phase != O.Phase.FWD)
+        elif op.kind == O.OpKind.ATTENTION:
+            # unfused: QKᵀ and PV as batched GEMMs (backward: four of them), the s×s scores'
+            # softmax, mask and dropout as memory-bound kernels (bytes from the op)
+            b, h, sq, skv, d, causal = op.attention
+            n_gemm = 2 if op.phase == O.Phase.FWD else 4
+            t = n_gemm * kernels.gemm_time_s(sq, skv, d, act_dtype, batch=b * h) + kernels.memory_time_s(op.bytes_moved)
+        else:
+            t = kernels.memory_time_s(op.bytes_moved)
+        out.append(Work(op.name, category, duration_s=t, flop=op.flop, bytes_moved=op.bytes_moved))
+    return out
+
+
+def fuse(works: Sequence[Work], name: str) -> list[Work]:
+    """Fuse runs of compute works between collectives into one work (same totals)."""
+    out: list[Work] = []
+    run: list[Work] = []
+
+    def flush() -> None:
+        if run:
+            out.append(Work(f"{name}[{run[0].name}..{run[-1].name}]" if len(run) > 1 else run[0].name,
+                            run[0].category, duration_s=sum(w.duration_s for w in run),
+                            flop=sum(w.flop for w in run), bytes_moved=sum(w.bytes_moved for w in run)))
+            run.clear()
+
+    isolate_next = False
+    for w in works:
+        if w.comm is None:
+            run.append(w)
+            if isolate_next:   # the op an overlapped collective hides behind stays a task of its own
+                flush()
+                isolate_next = False
+        else:
+            flush()
+            out.append(w)
+            isolate_next = w.overlapped
+    flush()
+    return out
+
+
+def serial_seconds(works: Sequence[Work], comm_seconds) -> tuple[float, float, float]:
+    """(compute seconds, exposed collective seconds, FLOPs) of a work list run in order, each
+    collective at `comm_seconds(op, axis, size)`; an overlapped collective hides behind the
+    next work and only what sticks out of it is exposed."""
+    compute = comm = flop = hidden = 0.0
+    for w in works:
+        if w.comm is None:
+            compute += w.duration_s
+            flop += w.flop
+            comm += max(0.0, hidden - w.duration_s)
+            hidden = 0.0
+        elif w.overlapped:
+            hidden += comm_seconds(*w.comm)
+        else:
+            comm += comm_seconds(*w.comm)
+    return compute, comm + hidden, flop
+
+
+@dataclass
+class LayerWork:
+    fwd: list[Work]
+    bwd: list[Work]            # whole backward, or input-gradient part when split
+    bwd_weight: list[Work]     # weight-gradient part (zero-bubble), else empty
+    recompute: list[Work]
+    act_bytes: float           # activation bytes kept per micro-batch
+    recompute_extra_bytes: float  # transient bytes while recomputing (full recompute)
+    param_bytes_local: float   # this device's share of the layer's parameters (bf16/fp16 copy)
+    n_params_local: float
+
+
+def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer: bool, split: bool,
+                granularity: Granularity) -> LayerWork:
+    fwd_ops = O.layer_forward_ops(model, shard, moe_layer, flash=plan.flash)
+    bwd_ops = O.layer_backward_ops(model, shard, moe_layer, flash=plan.flash)
+    fwd = time_ops(fwd_ops, kernels, plan, "fwd")
+    if plan.recompute == Recompute.FULL:
+        rec = time_ops(fwd_ops, kernels, plan, "recompute")
+    elif plan.recompute == Recompute.SELECTIVE:
+        # Korthikanti et al. 2022 §5: selective recompute re-runs the attention core (QKᵀ,
+        # softmax, dropout, ·V) in the backward — Megatron-Core's "core_attn" checkpoint
+        rec = time_ops([o for o in fwd_ops if o.kind == O.OpKind.ATTENTION], kernels, plan, "recompute")
+    else:
+        rec = []
+    if split:
+        bwd = time_ops([o for o in bwd_ops if o.phase != O.Phase.BWD_WEIGHT], kernels, plan, "bwd")
+        bww = time_ops([o for o in bwd_ops if o.phase == O.Phase.BWD_WEIGHT], kernels, plan, "bwd-weight")
+    else:
+        bwd, bww = time_ops(bwd_ops, kernels, plan, "bwd"), []
+    if granularity in (Granularity.LAYER, Granularity.STEP):
+        fwd, bwd, bww, rec = fuse(fwd, "fwd"), fuse(bwd, "bwd"), fuse(bww, "bwd-weight"), fuse(rec, "recompute")
+    act = O.layer_activation_bytes(model, shard, plan.recompute, moe_layer=moe_layer, flash=plan.flash)
+    extra = (O.layer_activation_bytes(model, shard, Recompute.NONE, moe_layer=moe_layer, flash=plan.flash) - act
+             if plan.recompute == Recompute.FULL else 0.0)
+    n_local = O.layer_param_count(model, moe_layer, plan.tp, plan.ep)
+    return LayerWork(fwd, bwd, bww, rec, act, extra, n_local * shard.dtype_bytes, n_local)
+
+
