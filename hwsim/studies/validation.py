@@ -7,7 +7,7 @@ is compared with the published one. Nothing here is fitted to the records.
 from __future__ import annotations
 
 import statistics
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -68,12 +68,28 @@ def run_validation(records: list[dict[str, Any]], workers: int = 1,
             if progress:
                 progress(r)
         return out
+    # the longest records first (devices x micro-batches is a good proxy), so that no worker
+    # starts a long one at the end; results come back in the file's order
+    order = sorted(range(len(records)), key=lambda i: -_cost_proxy(records[i]))
+    results: dict[int, RecordResult] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for r in pool.map(simulate_record, records, chunksize=1):
-            out.append(r)
+        futures = {pool.submit(simulate_record, records[i]): i for i in order}
+        for future in as_completed(futures):
+            r = future.result()
+            results[futures[future]] = r
             if progress:
                 progress(r)
-    return out
+    return [results[i] for i in range(len(records))]
+
+
+def _cost_proxy(record: dict[str, Any]) -> float:
+    try:
+        sc = record["scenario"]
+        layers = float(sc["model"]["layers"]) if isinstance(sc["model"], dict) else 100.0
+        batch = float(sc["training"]["global_batch"]) / float(sc["training"].get("micro_batch", 1))
+        return layers * batch * float(sc["parallel"].get("pp", 1))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0.0
 
 
 def error_stats(errors: list[float]) -> dict[str, float]:
