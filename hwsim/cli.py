@@ -159,8 +159,11 @@ def compare(scenarios: Annotated[list[Path], typer.Argument(help="two or more sc
 def validate(file: Annotated[Path, typer.Argument(help="validation records YAML (published runs)")],
              json_out: Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON")] = None,
              tag: Annotated[Optional[list[str]], typer.Option(help="only records with this tag (repeatable)")] = None,
-             workers: Annotated[int, typer.Option(help="processes")] = 2) -> None:
-    """Simulate every published run in FILE; print predicted vs published step time and errors."""
+             workers: Annotated[int, typer.Option(help="processes")] = 2,
+             set_: SetOpt = None) -> None:
+    """Simulate every published run in FILE; print predicted vs published step time and errors.
+
+    --set applies to every record: a what-if over the whole set (e.g. training.attention=unfused)."""
     from rich.progress import Progress
     from hwsim.studies.validation import load_records, run_validation, validation_report
 
@@ -171,7 +174,8 @@ def validate(file: Annotated[Path, typer.Argument(help="validation records YAML 
             raise ConfigError(f"--tag: no record has tag {' or '.join(tag)}; see the `tags` of the records in {file}")
     with Progress(transient=True, console=err_console) as progress:
         task = progress.add_task("simulating published runs", total=len(records))
-        results = run_validation(records, workers=workers, progress=lambda r: progress.advance(task))
+        results = run_validation(records, workers=workers, progress=lambda r: progress.advance(task),
+                                 overrides=tuple(set_ or ()))
     report = validation_report(results)
     table = Table(title=f"Validation: {file}", title_justify="left")
     for col in ("record", "published", "predicted", "error"):

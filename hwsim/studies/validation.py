@@ -39,7 +39,7 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
     return data
 
 
-def simulate_record(record: dict[str, Any]) -> RecordResult:
+def simulate_record(record: dict[str, Any], overrides: tuple[str, ...] = ()) -> RecordResult:
     from hwsim.simulate import run_step  # late import: worker processes
 
     published = (record.get("published") or {})
@@ -47,7 +47,7 @@ def simulate_record(record: dict[str, Any]) -> RecordResult:
     base = dict(id=str(record["id"]), tags=tuple(record.get("tags") or ()), published_step_time_s=pub_step,
                 published_peak_memory_bytes=published.get("peak_memory_bytes"))
     try:
-        scenario = scenario_from_mapping(record["scenario"], origin=f"record {record['id']}")
+        scenario = scenario_from_mapping(record["scenario"], overrides, origin=f"record {record['id']}")
         result = run_step(scenario)
     except HwsimError as exc:
         return RecordResult(**base, reason=str(exc))
@@ -59,11 +59,13 @@ def simulate_record(record: dict[str, Any]) -> RecordResult:
 
 
 def run_validation(records: list[dict[str, Any]], workers: int = 1,
-                   progress: Callable[[RecordResult], None] | None = None) -> list[RecordResult]:
+                   progress: Callable[[RecordResult], None] | None = None,
+                   overrides: tuple[str, ...] = ()) -> list[RecordResult]:
+    """Simulate every record (with `overrides` applied to each: a what-if over the whole set)."""
     out: list[RecordResult] = []
     if workers <= 1:
         for rec in records:
-            r = simulate_record(rec)
+            r = simulate_record(rec, overrides)
             out.append(r)
             if progress:
                 progress(r)
@@ -73,7 +75,7 @@ def run_validation(records: list[dict[str, Any]], workers: int = 1,
     order = sorted(range(len(records)), key=lambda i: -_cost_proxy(records[i]))
     results: dict[int, RecordResult] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(simulate_record, records[i]): i for i in order}
+        futures = {pool.submit(simulate_record, records[i], overrides): i for i in order}
         for future in as_completed(futures):
             r = future.result()
             results[futures[future]] = r
