@@ -35,7 +35,7 @@ from hwsim.network.transfer import NetworkModel
 from hwsim.workload import ops as O
 from hwsim.workload.memory import stage_params, static_memory_bytes
 from hwsim.workload.plan import Plan, resolve_plan
-from hwsim.workload.schedules import Action, chunk_layers, pipeline_schedule, split_backward
+from hwsim.workload.schedules import Action, chunk_layers, pipeline_schedule, split_backward, step_times
 from hwsim.workload.emitter import AXIS_STREAM as _AXIS_STREAM, Emitter as _Emitter
 from hwsim.workload.shard import Shard
 from hwsim.workload.work import (GRAD_REDUCE_BYTES, Granularity, LayerWork as _LayerWork, Work, fuse,  # noqa: F401
@@ -399,35 +399,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
 
 
 def _expected_order(schedule, pp: int, n_virtual: int, seconds) -> list:
-    """(expected start, stage, index, step) of every step, sorted by start then stage: each
-    stage runs its steps in order; F of virtual stage j waits for F of j−1, B of j for B of j+1."""
-    pos = [0] * pp
-    free = [0.0] * pp
-    end: dict[tuple[str, int, int], float] = {}
-    out = []
-    remaining = sum(len(x) for x in schedule)
-    while remaining:
-        progressed = False
-        for s in range(pp):
-            while pos[s] < len(schedule[s]):
-                st = schedule[s][pos[s]]
-                j = st.chunk * pp + s
-                dep = None
-                if st.action == Action.F and j > 0:
-                    dep = ("F", st.micro_batch, j - 1)
-                elif st.action == Action.B and j < n_virtual - 1:
-                    dep = ("B", st.micro_batch, j + 1)
-                if dep is not None and dep not in end:
-                    break
-                start = max(free[s], end[dep] if dep else 0.0)
-                free[s] = start + max(seconds(s, st), 1e-12)
-                end[(st.action.value, st.micro_batch, j)] = free[s]
-                out.append((start, s, pos[s], st))
-                pos[s] += 1
-                remaining -= 1
-                progressed = True
-        if not progressed:
-            raise RuntimeError("pipeline schedule has a dependency cycle (a bug in hwsim.workload.schedules)")
-    out.sort(key=lambda x: (x[0], x[1], x[2]))
-    return out
-
+    """(expected start, stage, index, step) of every step, sorted by start then stage: the
+    schedule's own recurrence (schedules.step_times) with each step's compute time."""
+    times = step_times(schedule, pp, n_virtual // pp, lambda s, st: max(seconds(s, st), 1e-12))
+    return sorted(((start, s, i, st) for start, _end, s, i, st in times), key=lambda x: (x[0], x[1], x[2]))

@@ -37,7 +37,7 @@ Bubble closed forms are checked by `simulate_unit_times` in tests/unit/test_sche
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -221,38 +221,51 @@ def simulate_unit_times(schedule: Sequence[Sequence[Step]], pp: int, virtual_sta
                         t_comm: float = 0.0) -> float:
     """The makespan of `schedule` when every step takes a fixed time: t_f per F, t_b per B,
     t_w per W, each for one micro-batch through one model chunk (so for v chunks of a stage
-    whose whole forward takes T_F, pass t_f = T_F / v). Each stage runs its steps in order,
-    one at a time. F of (mb, virtual stage j) needs F of (mb, j−1); B of (mb, j) needs B of
-    (mb, j+1) and F of (mb, j); W of (mb, j) needs B of (mb, j). A dependency that crosses
+    whose whole forward takes T_F, pass t_f = T_F / v). A dependency that crosses devices
+    costs t_comm more (the rules are those of `step_times`)."""
+    duration_s = {Action.F: t_f, Action.B: t_b, Action.W: t_w}
+    times = step_times(schedule, pp, virtual_stages, lambda _s, st: duration_s[st.action], t_comm)
+    return max((end for _start, end, _s, _i, _st in times), default=0.0)
+
+
+def step_times(schedule: Sequence[Sequence[Step]], pp: int, virtual_stages: int,
+               seconds: Callable[[int, Step], float], t_comm: float = 0.0
+               ) -> list[tuple[float, float, int, int, Step]]:
+    """(start, end, stage, index, step) of every step when step `st` of stage `s` takes
+    `seconds(s, st)`, in the order they were resolved. Each stage runs its steps in order, one
+    at a time. F of (mb, virtual stage j) needs F of (mb, j−1); B of (mb, j) needs B of
+    (mb, j+1) and F of (mb, j); W of (mb, j) needs B of (mb, j); a dependency that crosses
     devices costs t_comm more. Raises SimulationError when the schedule deadlocks and
     ValueError when it misses or repeats a step."""
     if len(schedule) != pp:
         raise ValueError(f"schedule has {len(schedule)} stages but pp={pp}")
     n_virtual = pp * virtual_stages
-    duration_s = {Action.F: t_f, Action.B: t_b, Action.W: t_w}
     keys = [[(st.action, st.micro_batch, st.chunk * pp + s) for st in steps] for s, steps in enumerate(schedule)]
     _check_complete(keys, n_virtual, virtual_stages)
     done: dict[tuple[Action, int, int], float] = {}
     next_index = [0] * pp
     free_at = [0.0] * pp
+    out: list[tuple[float, float, int, int, Step]] = []
     remaining = sum(len(k) for k in keys)
     while remaining:
         progressed = False
         for s in range(pp):
             while next_index[s] < len(keys[s]):
-                key = keys[s][next_index[s]]
+                i = next_index[s]
+                key = keys[s][i]
                 ready = _ready_time(key, done, pp, n_virtual, t_comm)
                 if ready is None:
                     break
                 start = max(free_at[s], ready)
-                free_at[s] = done[key] = start + duration_s[key[0]]
+                free_at[s] = done[key] = start + seconds(s, schedule[s][i])
+                out.append((start, free_at[s], s, i, schedule[s][i]))
                 next_index[s] += 1
                 remaining -= 1
                 progressed = True
         if not progressed:
             waiting = {s: schedule[s][next_index[s]] for s in range(pp) if next_index[s] < len(keys[s])}
             raise SimulationError(f"pipeline schedule deadlocks; stages wait on {waiting}")
-    return max(free_at)
+    return out
 
 
 def _ready_time(key: tuple[Action, int, int], done: dict[tuple[Action, int, int], float],
