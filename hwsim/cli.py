@@ -177,13 +177,10 @@ def validate(file: Annotated[Path, typer.Argument(help="validation records YAML 
         results = run_validation(records, workers=workers, progress=lambda r: progress.advance(task),
                                  overrides=tuple(set_ or ()))
     report = validation_report(results)
-    table = Table(title=f"Validation: {file}", title_justify="left")
-    for col in ("record", "published", "predicted", "error"):
-        table.add_column(col, justify="right" if col != "record" else "left")
-    for r in report["records"]:
-        table.add_row(r["id"], units.fmt_time(r["published_step_time_s"]), units.fmt_time(r["predicted_step_time_s"]),
-                      f"{r['error']:+.1%}")
-    out_console.print(table)
+    out_console.print(_comparison_table(
+        f"Validation: {file}",
+        [(r["id"], units.fmt_time(r["published_step_time_s"]), units.fmt_time(r["predicted_step_time_s"]), r["error"])
+         for r in report["records"]]))
     tags = Table(title="Per tag (records with a published step time)", title_justify="left")
     for col in ("tag", "n", "MAPE", "median", "p90"):
         tags.add_column(col, justify="right" if col != "tag" else "left")
@@ -192,13 +189,10 @@ def validate(file: Annotated[Path, typer.Argument(help="validation records YAML 
             tags.add_row(t, str(st["n"]), f"{st['mape']:.1%}", f"{st['median_ape']:.1%}", f"{st['p90_ape']:.1%}")
     out_console.print(tags)
     if report["peak_memory"]:
-        mem = Table(title="Peak memory vs published (where published)", title_justify="left")
-        for col in ("record", "published", "predicted", "error"):
-            mem.add_column(col, justify="right" if col != "record" else "left")
-        for m in report["peak_memory"]:
-            mem.add_row(m["id"], units.fmt_bytes(m["published_bytes"]), units.fmt_bytes(m["predicted_bytes"]),
-                        f"{m['error']:+.1%}")
-        out_console.print(mem)
+        out_console.print(_comparison_table(
+            "Peak memory vs published (where published)",
+            [(m["id"], units.fmt_bytes(m["published_bytes"]), units.fmt_bytes(m["predicted_bytes"]), m["error"])
+             for m in report["peak_memory"]]))
     for u in report["unsupported"]:
         out_console.print(f"[yellow]not simulated[/yellow] {u['id']}: {u['reason']}")
     o = report["overall"]
@@ -208,6 +202,16 @@ def validate(file: Annotated[Path, typer.Argument(help="validation records YAML 
                           f"mean signed error {o['mean_signed_error']:+.1%}")
     if json_out:
         write_json(json_out, report)
+
+
+def _comparison_table(title: str, rows: list[tuple[str, str, str, float]]) -> Table:
+    """record | published | predicted | error, one row each."""
+    table = Table(title=title, title_justify="left")
+    for col in ("record", "published", "predicted", "error"):
+        table.add_column(col, justify="right" if col != "record" else "left")
+    for name, published, predicted, error in rows:
+        table.add_row(name, published, predicted, f"{error:+.1%}")
+    return table
 
 
 @app.command()
