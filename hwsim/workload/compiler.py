@@ -120,13 +120,16 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
 
     def receive(key: tuple[str, int, int], devices: tuple[int, ...]) -> None:
         ids = p2p.pop(key)
+        # the received activation joins what the device was already waiting on: a collective
+        # that ended the previous step (a tensor-parallel all-reduce, a step's fused collectives)
+        # is blocking in the frameworks, so the next compute waits for it as well
         if fold:
             for d in devices:
-                em.cursor[d] = (ids[0],)
+                em.cursor[d] = tuple(em.cursor.get(d, ())) + (ids[0],)
         else:
             by_dst = {graph.tasks[i].devices[1]: i for i in ids}
             for d in devices:
-                em.cursor[d] = (by_dst[d],)
+                em.cursor[d] = tuple(em.cursor.get(d, ())) + (by_dst[d],)
 
     def gather(stage: int, devices, lw: _LayerWork, layer: int, mb: int, history: list) -> None:
         """ZeRO-3/FSDP: all-gather a layer's parameters, prefetched while the layer before the
