@@ -43,7 +43,9 @@ def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: st
     gemm_dtype = Dtype.FP8 if plan.fp8 else plan.precision
     act_dtype = Dtype.BF16 if plan.fp8 else plan.precision
     out = []
+    before = ""          # the compute op before this one (collectives skipped): who wrote its input
     for i, op in enumerate(ops):
+        producer, before = before, (op.name if op.kind != O.OpKind.COMM else before)
         if op.kind == O.OpKind.COMM:
             # overlaps the op named by overlap_with when it comes next (with a split backward the
             # weight-gradient GEMM it hid behind moves to the W step, and the collective blocks)
@@ -54,11 +56,7 @@ def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: st
             m, n, k = op.gemm
             t = kernels.gemm_time_s(m, n, k, gemm_dtype, batch=op.gemm_batch)
             if plan.fp8 and op.phase != O.Phase.BWD_WEIGHT:
-                # Transformer Engine casts the GEMM's activation input to fp8 first (forward: read
-                # bf16, write fp8 = 3 B/element; backward: fused cast+transpose of dY = 4 B/element);
-                # the weight-gradient GEMM reuses those (TE fp8_cast_transpose_fused).
-                cast_bytes = (3 if op.phase == O.Phase.FWD else 4) * m * k * op.gemm_batch
-                t += kernels.memory_time_s(cast_bytes)
+                t += kernels.memory_time_s(_fp8_cast_bytes_per_element(op, producer) * m * k * op.gemm_batch)
         elif op.kind == O.OpKind.ATTENTION and plan.flash:
             b, h, sq, skv, d, causal = op.attention
             t = kernels.attention_time_s(b, h, sq, skv, d, causal, act_dtype, backward=op.phase != O.Phase.FWD)
@@ -72,6 +70,22 @@ def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: st
             t = kernels.memory_time_s(op.bytes_moved)
         out.append(Work(op.name, category, duration_s=t, flop=op.flop, bytes_moved=op.bytes_moved))
     return out
+
+
+def _fp8_cast_bytes_per_element(op: O.Op, producer: str) -> int:
+    """HBM bytes per input element Transformer Engine spends to hand an fp8 GEMM its input.
+
+    A standalone cast writes the fp8 copy and its transpose for the weight-gradient GEMM
+    (fp8_cast_transpose_fused: read 2, write 1 + 1 = 4 B), in the forward for the attention
+    output and in the backward for gradients arriving from a residual branch or attention.
+    LayerNormLinear/LayerNormMLP run the norm with an fp8 output (layernorm_fwd_fp8,
+    rmsnorm_fwd_fp8) and the MLP activation with an fp8 output (fp8_gelu, gated variants): only
+    the transpose is left (fp8_transpose: 2 B). In the backward the activation's gradient is cast
+    and transposed inside its own kernel (fp8_cast_transpose_bgrad_dgelu_fused,
+    dgated_gelu_cast_transpose): nothing is left."""
+    if op.phase == O.Phase.FWD:
+        return 2 if producer.endswith("norm") or producer.endswith("_act") else 4
+    return 0 if producer.endswith("_act.bwd") else 4
 
 
 def fuse(works: Sequence[Work], name: str) -> list[Work]:
