@@ -26,6 +26,12 @@ benchmarks count them (Dao-AILab/flash-attention, benchmarks/benchmark_flash_att
 fraction of peak is the profile's efficiency at long sequences for the pass and head_dim
 (interpolated in log head_dim), times a sequence-length curve (one for causal, one not).
 
+Sustained clocks: most kernel benchmarks are short bursts at the boost clock; a training run
+keeps every GPU of a node at its power limit for hours and the SM clock settles lower. Tensor-
+core kernels (GEMMs, attention) are multiplied by the profile's `sustained` fraction (per GEMM
+dtype, and one for attention; 1 where the calibration data were already steady-state), after
+the burst ceiling. HBM-bound kernels are not: the memory clock does not follow the SM clock.
+
 Memory-bound kernels (`memory_time_s`): bytes / (hbm_bytes_per_s · memory_efficiency).
 
 Dtype fallbacks (peak and efficiency alike): bf16 → fp16 when a device has no bf16 rate,
@@ -122,6 +128,9 @@ class GemmProfile(_Closed):
     # the highest fraction of peak any shape reached in a published exhaustive shape sweep: no
     # modelled shape may beat it (optional, per dtype)
     ceiling: dict[Dtype, Fraction] = Field(default_factory=dict)
+    # the fraction of the calibrated rate a GEMM keeps when every GPU of the node computes for
+    # hours at its power limit (optional, per dtype; 1 where the calibration was steady-state)
+    sustained: dict[Dtype, Fraction] = Field(default_factory=dict)
     tiles: tuple[Tile, ...] = Field(min_length=1)
     k_curve: Curve
     split_k: SplitK
@@ -140,6 +149,7 @@ class AttentionProfile(_Closed):
     seq_curve: Curve
     causal_seq_curve: Curve
     fp8_relative: Fraction | None = Field(None, description="fp8 attention efficiency relative to bf16")
+    sustained: Fraction | None = Field(None, description="as gemm.sustained, for the attention kernel")
 
 
 class KernelProfile(_Closed):
@@ -237,7 +247,8 @@ class KernelModel:
 
     __slots__ = ("accelerator", "profile", "launch_overhead_s", "_mem_bytes_per_s", "_n_units",
                  "_rate_dtype", "_peak", "_gemm_eff", "_tiles", "_k_points", "_splits", "_attn",
-                 "_attn_points", "_gemm_cache", "_attn_cache", "_gemm_ceiling")
+                 "_attn_points", "_gemm_cache", "_attn_cache", "_gemm_ceiling", "_gemm_sustained",
+                 "_attn_sustained")
 
     def __init__(self, accelerator: AcceleratorConfig):
         self.accelerator = accelerator
@@ -252,6 +263,9 @@ class KernelModel:
         self._gemm_eff = {d: self._lookup(p.gemm.max_efficiency, self._rate_dtype[d]) for d in Dtype}
         self._gemm_ceiling = {d: (p.gemm.ceiling[self._rate_dtype[d]].value
                                   if self._rate_dtype[d] in p.gemm.ceiling else 1.0) for d in Dtype}
+        self._gemm_sustained = {d: (p.gemm.sustained[self._rate_dtype[d]].value
+                                    if self._rate_dtype[d] in p.gemm.sustained else 1.0) for d in Dtype}
+        self._attn_sustained = p.attention.sustained.value if p.attention.sustained else 1.0
         tiles: dict[tuple[int, int], float] = {}
         for t in p.gemm.tiles:
             for shape in ((t.m, t.n), (t.n, t.m)):
@@ -311,6 +325,7 @@ class KernelModel:
         flop_per_peak = 2.0 * m * n * k * batch / self._peak_of(dtype)
         max_eff = self._gemm_eff[dtype]
         ceiling = self._gemm_ceiling[dtype]
+        sustained = self._gemm_sustained[dtype]
         best_s, best_eff = math.inf, 0.0
         for split in self._splits:
             if split > 1 and k // split < _MIN_SPLIT_K:
@@ -320,7 +335,7 @@ class KernelModel:
             memory_s = n_bytes / self._mem_bytes_per_s
             k_factor = interpolate_log(self._k_points, k / split)
             for tile_m, tile_n, tile_eff in self._tiles:
-                eff = min(ceiling, max_eff * tile_eff * k_factor * tile_utilization(
+                eff = sustained * min(ceiling, max_eff * tile_eff * k_factor * tile_utilization(
                     m, n, batch * split, tile_m, tile_n, self._n_units))
                 roofline_s = max(flop_per_peak / eff, memory_s)
                 if roofline_s < best_s:
@@ -360,7 +375,7 @@ class KernelModel:
         """Achieved fraction of peak of the fused attention kernel (FA FLOP convention)."""
         base = interpolate_log(self._attn_points[backward], head_dim)
         curve = self._attn.causal_seq_curve if causal else self._attn.seq_curve
-        return base * interpolate_log(curve.points, seq_kv)
+        return self._attn_sustained * base * interpolate_log(curve.points, seq_kv)
 
     def attention_time_s(self, batch: int, heads: int, seq_q: int, seq_kv: int, head_dim: int,
                          causal: bool, dtype: Dtype, backward: bool) -> float:
