@@ -83,6 +83,20 @@ def test_a100_bf16_large_gemm_in_published_range(a100):
     assert 250 * TFLOP <= _gemm_flop_per_s(a100, 8192, 8192, 8192) <= 290 * TFLOP
 
 
+@pytest.mark.parametrize("m,n,k,tflops", [(8192, 8192, 8192, 253.7), (16384, 16384, 16384, 256.5),
+                                           (6144, 12288, 12288, 250.8)])
+def test_a100_reproduces_its_steady_state_calibration_points(a100, m, n, k, tflops):
+    # Azure ND A100 v4 cuBLASLt FP16 after 10,000 warm-up iterations (the ampere profile's fit)
+    assert _gemm_flop_per_s(a100, m, n, k, Dtype.FP16) == pytest.approx(tflops * TFLOP, rel=0.02)
+
+
+@pytest.mark.parametrize("m,n,k,tflops", [(16384, 16384, 16384, 1377.3), (32768, 32768, 32768, 1382.2),
+                                           (6144, 12288, 12288, 1351.4)])
+def test_h100_fp8_reproduces_its_steady_state_calibration_points(h100, m, n, k, tflops):
+    # Azure ND H100 v5 cuBLASLt FP8 after 10,000 warm-up iterations (the hopper profile's fit)
+    assert _gemm_flop_per_s(h100, m, n, k, Dtype.FP8) == pytest.approx(tflops * TFLOP, rel=0.03)
+
+
 def test_v100_fp16_large_gemm_in_published_range():
     achieved = _gemm_flop_per_s(KernelModel(V100), 8192, 8192, 8192, Dtype.FP16)
     assert 83 * TFLOP <= achieved <= 115 * TFLOP  # Markidis 2018 (83) .. the brief's 100-115
