@@ -105,12 +105,7 @@ def plot_sweep(records: Sequence[PointRecord], axis_paths: Sequence[str], out_di
         xs = [lo * (hi / lo) ** (i / 40) for i in range(41)]
         ax.plot(xs, [best_lo * x / lo for x in xs], ls="--", color="grey", label="linear scaling from the best")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("devices")
-        ax.set_ylabel("throughput (tokens/s)")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        written.append(_save(fig, out / "throughput-vs-devices.png"))
+        written.append(_finish_with_legend(fig, ax, "devices", "throughput (tokens/s)", out / "throughput-vs-devices.png"))
     ttt = [r for r in ok if r.summary.get("time_to_train")]
     if ttt:
         pts = [(r.summary["time_to_train"]["days"], r.summary["time_to_train"]["cost_usd"]) for r in ttt]
@@ -125,13 +120,17 @@ def plot_sweep(records: Sequence[PointRecord], axis_paths: Sequence[str], out_di
                         pts[i], fontsize=6, xytext=(4, 6), textcoords="offset points", rotation=35)
         if max(p[0] for p in pts) > 10 * min(p[0] for p in pts):
             ax.set_xscale("log")
-        ax.set_xlabel("time to train (days)")
-        ax.set_ylabel("cost (USD)")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        written.append(_save(fig, out / "cost-vs-time-to-train.png"))
+        written.append(_finish_with_legend(fig, ax, "time to train (days)", "cost (USD)", out / "cost-vs-time-to-train.png"))
     return written
+
+
+def _finish_with_legend(fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:
