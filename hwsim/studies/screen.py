@@ -276,7 +276,11 @@ class Estimator:
         kinds = self._chunk_kinds(pp, v)
         layers = {f: self._layer(plan, f) for f in self._moe_flags}
         act = {f: lt.act_bytes for f, lt in layers.items()}
-        gathered = 2 * max(lt.param_bytes for lt in layers.values()) if plan.zero_stage >= 3 else 0.0
+        # ZeRO-3 gathers two layers at a time; under pp it keeps the stage's layers gathered and their
+        # unsharded fp32 gradients for the whole step (the compiler's keep_gathered)
+        keep = plan.zero_stage >= 3 and pp > 1
+        gathered = 2 * max(lt.param_bytes for lt in layers.values()) if plan.zero_stage >= 3 and not keep else 0.0
+        kept = {f: lt.param_bytes + lt.n_params * GRAD_REDUCE_BYTES for f, lt in layers.items()}
         transient = gathered + max(lt.recompute_extra_bytes for lt in layers.values())
         logits = self._cached(("logits", self._shape(plan)),
                               lambda: O.head_activation_bytes(self.model, self._shard(plan)))
@@ -284,6 +288,8 @@ class Estimator:
         for s in range(pp):
             static = sum(static_memory_bytes(self._stage_params(plan, s), plan.zero_stage, plan.grad_shards, plan.precision,
                                              self.optimizer).values())
+            if keep:
+                static += sum(self._per_chunk(k, kept) for k in kinds[s])
             chunk_act = [self._per_chunk(k, act) for k in kinds[s]]
             if s == pp - 1:
                 extra = (0.0, gathered, transient)
@@ -335,6 +341,11 @@ class Estimator:
             if plan.zero_stage in (1, 2):
                 t_ag = self.comm_s(plan, "all-gather", "dp", n_local * shard.dtype_bytes)
                 dp_exposed += max(0.0, t_ag - sum(t_f) / pp / v)
+        elif plan.grad_shards > 1 and pp > 1:   # ZeRO-3 under pp: one gather, one reduction per step
+            first = is_moe_layer(self.model, 0)
+            t_ag = self.comm_s(plan, "all-gather", "dp", layers[first].param_bytes)
+            t_rs = self.comm_s(plan, "reduce-scatter", "dp", n_local * GRAD_REDUCE_BYTES)
+            dp_exposed = t_ag + max(0.0, t_rs - sum(t_b) / pp / v)
         elif plan.grad_shards > 1:   # ZeRO-3: per layer and micro-batch, gathers and reductions behind compute
             first = is_moe_layer(self.model, 0)
             lt = layers[first]

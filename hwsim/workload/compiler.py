@@ -89,6 +89,15 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     graph = TaskGraph()
     em = _Emitter(graph, plan, topology, fold)
     zero3 = plan.zero_stage >= 3
+    # ZeRO-3/FSDP under pipeline parallelism keeps each chunk's parameters gathered from its first
+    # forward to its last backward and accumulates unsharded gradients, reduce-scattered once, at
+    # the chunk's last backward: torchtitan (parallelize_llama.apply_fsdp) sets
+    # reshard_after_forward=False when pp is on "to avoid per-microbatch all-gathers", and
+    # torch.distributed.pipelining (stage.backward_maybe_with_nosync) turns off
+    # reshard_after_backward and gradient sync until the last backward.
+    keep_gathered = zero3 and pp > 1
+    gathered_chunks: set[tuple[int, int]] = set()
+    grad_chunks: set[tuple[int, int]] = set()
     dp_op = "all-reduce" if plan.zero_stage == 0 else "reduce-scatter"
 
     # Which step of a stage is the last to touch each chunk's weight gradients.
@@ -171,10 +180,10 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                                 for c, ws in parts]
         return fused_cache[key]
 
-    def run_step_fused(stage: int, devices, layer_ids, mb: int, phase: str) -> None:
+    def run_step_fused(stage: int, devices, layer_ids, mb: int, phase: str, gather_now: bool) -> None:
         lws = [layer_work(x) for x in layer_ids]
         l0, name0 = layer_ids[0], f"L{layer_ids[0]}..L{layer_ids[-1]}"
-        gathered = zero3 and phase in ("F", "B", "BW")
+        gathered = gather_now
         rest_ids: list[int] = []
         held = 0.0
         if gathered:
@@ -187,7 +196,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
             if rest > 0:
                 rest_ids = em.collective(stage, devices, "all-gather", "dp", rest, f"zero3 gather {name0}", "dp",
                                          l0, mb, Stream.DP_GATHER, advance=False)
-            held = lws[0].param_bytes_local + max((lw.param_bytes_local for lw in lws[1:]), default=0.0)
+            held = (sum(lw.param_bytes_local for lw in lws) if keep_gathered else
+                    lws[0].param_bytes_local + max((lw.param_bytes_local for lw in lws[1:]), default=0.0))
             em.memory(devices, TaskKind.ALLOC, held, MemKind.WEIGHTS, f"gathered {name0}", l0, mb)
             for d in devices:
                 em.cursor[d] = tuple(em.cursor.get(d, ())) + tuple(first_ids)
@@ -210,37 +220,38 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         if rest_ids:
             for d in devices:
                 em.cursor[d] = tuple(em.cursor.get(d, ())) + tuple(rest_ids)
-        if gathered:
+        if gathered and not keep_gathered:
             em.memory(devices, TaskKind.FREE, held, MemKind.WEIGHTS, f"gathered {name0}", l0, mb)
         if phase in ("B", "BW"):
             extra = max(lw.recompute_extra_bytes for lw in lws) if lws[0].recompute else 0.0
             em.memory(devices, TaskKind.FREE, sum(lw.act_bytes for lw in lws) + extra,
                       MemKind.ACTIVATIONS, f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
-        if zero3 and phase in ("BW", "W"):
+        if zero3 and phase in ("BW", "W") and not keep_gathered:
             dp_tasks[stage] += em.collective(
                 stage, devices, "reduce-scatter", "dp", sum(lw.n_params_local for lw in lws) * GRAD_REDUCE_BYTES,
                 f"zero3 grad reduce {name0}", "dp", l0, mb, Stream.DP, advance=False)
 
-    def run_layers(stage: int, devices, layer_ids, mb: int, phase: str, last_mb_for_grads: bool) -> None:
+    def run_layers(stage: int, devices, layer_ids, mb: int, phase: str, last_mb_for_grads: bool,
+                   gather_now: bool) -> None:
         if (granularity == Granularity.STEP and layer_ids
                 and not (phase in ("BW", "W") and last_mb_for_grads)):
-            run_step_fused(stage, devices, layer_ids, mb, phase)
+            run_step_fused(stage, devices, layer_ids, mb, phase, gather_now)
             return
         history: list[tuple[int, ...]] = []
         for layer in layer_ids:
             lw = layer_work(layer)
             history.append(tuple(x for d in devices for x in em.cursor.get(d, ())))
             if phase == "F":
-                if zero3:
+                if gather_now:
                     gather(stage, devices, lw, layer, mb, history)
                 em.memory(devices, TaskKind.ALLOC, lw.act_bytes, MemKind.ACTIVATIONS, f"act L{layer}", layer, mb)
                 for w in lw.fwd:
                     _emit(stage, devices, w, layer, mb)
-                if zero3:
+                if gather_now and not keep_gathered:
                     em.memory(devices, TaskKind.FREE, lw.param_bytes_local, MemKind.WEIGHTS,
                               f"gathered L{layer}", layer, mb)
             else:
-                if phase in ("B", "BW") and zero3:
+                if phase in ("B", "BW") and gather_now:
                     gather(stage, devices, lw, layer, mb, history)
                 if phase in ("B", "BW") and lw.recompute:
                     em.memory(devices, TaskKind.ALLOC, lw.recompute_extra_bytes, MemKind.ACTIVATIONS,
@@ -252,11 +263,11 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                 if phase in ("B", "BW"):
                     em.memory(devices, TaskKind.FREE, lw.act_bytes + lw.recompute_extra_bytes, MemKind.ACTIVATIONS,
                               f"act L{layer}", layer, mb)
-                    if zero3:
+                    if gather_now:
                         em.memory(devices, TaskKind.FREE, lw.param_bytes_local, MemKind.WEIGHTS,
                                   f"gathered L{layer}", layer, mb)
                 grads_done = phase in ("BW", "W")
-                if zero3 and grads_done:
+                if zero3 and grads_done and (last_mb_for_grads or not keep_gathered):
                     dp_tasks[stage] += em.collective(
                         stage, devices, "reduce-scatter", "dp", lw.n_params_local * GRAD_REDUCE_BYTES,
                         f"zero3 grad reduce L{layer}", "dp", layer, mb, Stream.DP, advance=False)
@@ -298,13 +309,21 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         layer_ids = layers_of[s][st.chunk]
         mb = st.micro_batch
         last = index == last_grad_step.get((s, st.chunk))
+        key = (s, st.chunk)
+        chunk_params = sum(layer_work(x).n_params_local for x in layer_ids)
+        if keep_gathered and st.action == (Action.W if split else Action.B) and key not in grad_chunks:
+            grad_chunks.add(key)   # the unsharded gradients accumulate over the micro-batches
+            em.memory(devices, TaskKind.ALLOC, chunk_params * GRAD_REDUCE_BYTES, MemKind.GRADIENTS,
+                      f"unsharded grads chunk{st.chunk}", -1, mb)
         if st.action == Action.F:
             if j > 0:
                 receive(("F", mb, j), devices)
             if j == 0:
                 for w in emb_fwd:
                     _emit(s, devices, w, -1, mb)
-            run_layers(s, devices, layer_ids, mb, "F", False)
+            gather_now = zero3 and not (keep_gathered and key in gathered_chunks)
+            gathered_chunks.add(key)
+            run_layers(s, devices, layer_ids, mb, "F", False, gather_now)
             if j == n_virtual - 1:
                 em.memory(devices, TaskKind.ALLOC, head_act, MemKind.ACTIVATIONS, "logits", -1, mb)
                 for w in head_fwd:
@@ -319,16 +338,22 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                 for w in head_bwd:
                     _emit(s, devices, w, -1, mb)
                 em.memory(devices, TaskKind.FREE, head_act, MemKind.ACTIVATIONS, "logits", -1, mb)
-            run_layers(s, devices, list(reversed(layer_ids)), mb, "B" if split else "BW", last)
+            run_layers(s, devices, list(reversed(layer_ids)), mb, "B" if split else "BW", last,
+                       zero3 and not keep_gathered)
             if j == 0:
                 for w in emb_bwd:
                     _emit(s, devices, w, -1, mb)
             else:
                 send(s, (j - 1) % pp, ("B", mb, j - 1), Stream.P2P_BWD, devices)
         else:  # W: weight gradients of the chunk (zero-bubble)
-            run_layers(s, devices, list(reversed(layer_ids)), mb, "W", last)
+            run_layers(s, devices, list(reversed(layer_ids)), mb, "W", last, False)
         if last:
             flush_bucket(s, devices)
+            if keep_gathered:
+                em.memory(devices, TaskKind.FREE, sum(layer_work(x).param_bytes_local for x in layer_ids),
+                          MemKind.WEIGHTS, f"gathered chunk{st.chunk}", -1, mb)
+                em.memory(devices, TaskKind.FREE, chunk_params * GRAD_REDUCE_BYTES, MemKind.GRADIENTS,
+                          f"unsharded grads chunk{st.chunk}", -1, mb)
 
     # ZeRO-1/2 (distributed optimizer): parameters are all-gathered after the optimizer; with
     # overlap_param_gather that gather overlaps the next step's forward, so in the steady state

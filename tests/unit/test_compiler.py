@@ -214,3 +214,31 @@ def test_unfused_attention_is_slower_and_keeps_the_scores():
     assert unfused["step_time_s"] > flash["step_time_s"]
     assert unfused["peak_memory_bytes"] > flash["peak_memory_bytes"]
     assert unfused["mfu"] < flash["mfu"]
+
+
+@pytest.mark.parametrize("granularity", ["op", "step"])
+def test_zero3_under_pp_gathers_once_and_reduces_once_per_step(granularity):
+    """FSDP under pipeline parallelism (torchtitan + torch.distributed.pipelining) keeps each
+    stage's parameters gathered across micro-batches and reduce-scatters the accumulated fp32
+    gradients once; without pp, ZeRO-3 gathers again for every micro-batch."""
+    sc = scenario(parallel={"tp": 1, "pp": 2, "dp": 8, "zero_stage": 3},
+                  training={"global_batch": 64, "micro_batch": 2})        # 4 micro-batches
+    r = run_step(sc, granularity=granularity)
+    g = r.compiled.graph
+    stage0 = [t for t in g.tasks if 0 in t.devices]
+    gathers = [t for t in stage0 if t.kind is TaskKind.COLLECTIVE and t.name.startswith("zero3 gather")]
+    reduces = [t for t in stage0 if t.kind is TaskKind.COLLECTIVE and t.name.startswith("zero3 grad reduce")]
+    assert {t.micro_batch for t in gathers} == {0}                   # the first micro-batch only
+    assert len(reduces) == sc.model.layers // 2                      # one per layer of the stage
+    assert {t.micro_batch for t in reduces} == {r.summary["micro_batches"] - 1}
+    # memory: the stage's layers stay gathered (bf16) and their fp32 gradients unsharded
+    lw_params = sum(t.mem_bytes for t in stage0 if t.kind is TaskKind.ALLOC and t.name.startswith("unsharded grads"))
+    gathered = sum(t.mem_bytes for t in stage0 if t.kind is TaskKind.ALLOC and t.name.startswith("gathered"))
+    freed = sum(t.mem_bytes for t in stage0 if t.kind is TaskKind.FREE and t.mem_kind is not MemKind.ACTIVATIONS)
+    n_layer_params = lw_params / 4
+    assert gathered == pytest.approx(2 * n_layer_params)
+    assert freed == pytest.approx(gathered + lw_params)
+    no_pp = run_step(scenario(parallel={"tp": 1, "pp": 1, "dp": 16, "zero_stage": 3},
+                              training={"global_batch": 64, "micro_batch": 2}), granularity="op").compiled.graph
+    per_mb = [t for t in no_pp.tasks if t.name.startswith("zero3 gather") and 0 in t.devices]
+    assert len({t.micro_batch for t in per_mb}) == 2                 # 64 / (16 x 2) micro-batches, each gathers
