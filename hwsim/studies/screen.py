@@ -96,9 +96,10 @@ def in_flight_chunks(kind: Schedule, pp: int, m: int, v: int, stage: int,
 def _fullest_moments(steps, v: int) -> tuple[tuple[tuple[int, ...], int, int], ...]:
     """The moments at which a stage's memory can peak, in the compiler's order of allocation, as
     (activation sets held per chunk, logits held, transient: 0 none, 1 a forward's, 2 a
-    backward's): F of chunk c allocates its activations (its layers' transients on top while they
-    run), then the last chunk's F the logits; B of the last chunk frees the logits first, then runs
-    its layers (transients on top) and frees the chunk's activations. Distinct moments only, so
+    backward's, 3 the loss's): F of chunk c allocates its activations (its layers' transients on
+    top while they run), then the last chunk's F the logits (the loss's transient on top while it
+    runs); B of the last chunk runs the loss's backward (its transient on top), frees the logits,
+    then runs its layers (transients on top) and frees the chunk's activations. Distinct moments only, so
     that a candidate's peak is a max over a few dot products instead of a walk of the schedule."""
     held, logits, last = [0] * v, 0, v - 1
     moments: dict[tuple, None] = {}
@@ -108,8 +109,10 @@ def _fullest_moments(steps, v: int) -> tuple[tuple[tuple[int, ...], int, int], .
             moments[(tuple(held), logits, 1)] = None
             if st.chunk == last:
                 logits += 1
-                moments[(tuple(held), logits, 0)] = None
+                moments[(tuple(held), logits, 3)] = None
         elif st.action == Action.B:
+            if st.chunk == last:
+                moments[(tuple(held), logits, 3)] = None
             logits -= st.chunk == last
             moments[(tuple(held), logits, 2)] = None
             held[st.chunk] -= 1
@@ -284,6 +287,8 @@ class Estimator:
         transient = gathered + max(lt.recompute_extra_bytes for lt in layers.values())
         logits = self._cached(("logits", self._shape(plan)),
                               lambda: O.head_activation_bytes(self.model, self._shard(plan)))
+        loss_transient = self._cached(("loss transient", self._shape(plan)),
+                                      lambda: O.head_transient_bytes(self.model, self._shard(plan)))
         worst = 0.0
         for s in range(pp):
             static = sum(static_memory_bytes(self._stage_params(plan, s), plan.zero_stage, plan.grad_shards, plan.precision,
@@ -292,7 +297,7 @@ class Estimator:
                 static += sum(self._per_chunk(k, kept) for k in kinds[s])
             chunk_act = [self._per_chunk(k, act) for k in kinds[s]]
             if s == pp - 1:
-                extra = (0.0, gathered, transient)
+                extra = (0.0, gathered, transient, loss_transient)
                 held = max(sum(n * a for n, a in zip(counts, chunk_act)) + n_logits * logits + extra[t]
                            for counts, n_logits, t in self._last_stage_moments(plan))
             else:   # the peak is reached with a backward running: its transient on top

@@ -81,6 +81,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         emb_fwd, emb_bwd, head_fwd, head_bwd = (fuse(w, n) for w, n in
                                                 ((emb_fwd, "emb"), (emb_bwd, "emb"), (head_fwd, "head"), (head_bwd, "head")))
     head_act = O.head_activation_bytes(model, shard)
+    head_transient = O.head_transient_bytes(model, shard)
 
     pp, v = plan.pp, plan.virtual_stages
     n_virtual = pp * v
@@ -326,8 +327,10 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
             run_layers(s, devices, layer_ids, mb, "F", False, gather_now)
             if j == n_virtual - 1:
                 em.memory(devices, TaskKind.ALLOC, head_act, MemKind.ACTIVATIONS, "logits", -1, mb)
+                em.memory(devices, TaskKind.ALLOC, head_transient, MemKind.ACTIVATIONS, "loss transient", -1, mb)
                 for w in head_fwd:
                     _emit(s, devices, w, -1, mb)
+                em.memory(devices, TaskKind.FREE, head_transient, MemKind.ACTIVATIONS, "loss transient", -1, mb)
             else:
                 send(s, (j + 1) % pp, ("F", mb, j + 1), Stream.P2P, devices)
             return
@@ -335,8 +338,10 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
             if j < n_virtual - 1:
                 receive(("B", mb, j), devices)
             else:
+                em.memory(devices, TaskKind.ALLOC, head_transient, MemKind.ACTIVATIONS, "loss transient", -1, mb)
                 for w in head_bwd:
                     _emit(s, devices, w, -1, mb)
+                em.memory(devices, TaskKind.FREE, head_transient, MemKind.ACTIVATIONS, "loss transient", -1, mb)
                 em.memory(devices, TaskKind.FREE, head_act, MemKind.ACTIVATIONS, "logits", -1, mb)
             run_layers(s, devices, list(reversed(layer_ids)), mb, "B" if split else "BW", last,
                        zero3 and not keep_gathered)

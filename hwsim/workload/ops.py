@@ -51,7 +51,7 @@ from hwsim.workload.shard import (Shard, active_param_count, is_moe_layer, layer
 __all__ = [
     "OpKind", "Phase", "Collective", "Group", "Op", "FwdBwd",
     "layer_forward_ops", "layer_backward_ops", "embedding_ops", "head_ops", "optimizer_ops",
-    "layer_activation_bytes", "head_activation_bytes", "embedding_activation_bytes",
+    "layer_activation_bytes", "head_activation_bytes", "head_transient_bytes", "embedding_activation_bytes",
     "param_count", "active_param_count", "layer_param_count", "is_moe_layer", "model_flop_per_step",
     "ATTN_BWD_FLOP_RATIO", "ATTN_BWD_RECOMPUTE_RATIO", "FP32_BYTES", "MASK_BYTES",
 ]
@@ -532,6 +532,18 @@ def head_activation_bytes(model: ModelConfig, shard: Shard) -> float:
     """What the final norm, logits and loss keep: the norm input, the logits input and the fp32
     softmax over the local vocabulary (often the largest single activation)."""
     return float(sum(o.saved_bytes for o in head_ops(model, shard).forward))
+
+
+def head_transient_bytes(model: ModelConfig, shard: Shard) -> float:
+    """What the loss holds beside its kept tensors while it runs: the 16-bit logits, written by
+    the logits GEMM and read by the loss, which keeps only its fp32 softmax (forward); and the
+    16-bit logits gradient the GEMM's backward reads, after the loss has turned its softmax into
+    the fp32 gradient in place (backward). Megatron-LM
+    megatron/core/tensor_parallel/cross_entropy.py: the forward casts the logits to fp32 and
+    exponentiates and normalises them in place, saving that buffer; the backward writes the
+    gradient into it; autograd hands the GEMM a gradient in the logits' own dtype."""
+    c = _ctx(model, shard)
+    return float(c.t * c.dims.vocab * c.db)
 
 
 def embedding_activation_bytes(model: ModelConfig, shard: Shard) -> float:
