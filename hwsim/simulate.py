@@ -52,7 +52,7 @@ def run_step(scenario: ScenarioConfig, fold: bool | None = None,
                        else Granularity.OP)
     granularity = Granularity(granularity)
     topology = build_topology(scenario.cluster)
-    kernels = KernelModel(scenario.cluster.accelerator)
+    kernels = KernelModel(scenario.cluster.accelerator, scenario.training.attention.value)
     network = (MaxMinFair if scenario.simulation.network_model == NetworkModelKind.MAXMIN else Ideal)(
         topology.capacity_bytes_per_s)
     compiled = compile_step(scenario, topology, kernels, fold=fold, granularity=granularity, network=network)

@@ -59,6 +59,7 @@ class Schedule(StrEnum):
 
 class AttentionKernel(StrEnum):
     FLASH = "flash"        # fused, no s×s scores in memory (FlashAttention-2 class)
+    FLASH3 = "flash3"      # fused, Hopper's asynchronous kernels (FlashAttention-3 / cuDNN fused attention class)
     UNFUSED = "unfused"    # QKᵀ and PV as batched GEMMs, softmax/mask/dropout over the s×s scores in HBM
 
 

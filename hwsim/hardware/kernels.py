@@ -160,6 +160,8 @@ class KernelProfile(_Closed):
     memory_efficiency: Fraction
     gemm: GemmProfile
     attention: AttentionProfile
+    attention_flash3: AttentionProfile | None = Field(
+        None, description="training.attention: flash3 (FlashAttention-3 class), where the architecture has it")
     notes: str = ""
 
 
@@ -250,10 +252,22 @@ class KernelModel:
                  "_attn_points", "_gemm_cache", "_attn_cache", "_gemm_ceiling", "_gemm_sustained",
                  "_attn_sustained")
 
-    def __init__(self, accelerator: AcceleratorConfig):
+    def __init__(self, accelerator: AcceleratorConfig, attention: str = "flash"):
+        """`attention`: the fused-attention generation whose figures time attention kernels,
+        "flash" (FlashAttention-2 class, every profile) or "flash3" (profiles that have it);
+        "unfused" attention is timed as GEMMs and memory-bound kernels, so it uses "flash"."""
         self.accelerator = accelerator
         self.profile = load_profile(profile_name_for(accelerator))
         p = self.profile
+        attn = p.attention
+        if attention == "flash3":
+            if p.attention_flash3 is None:
+                raise ConfigError(
+                    f"training.attention: flash3 (FlashAttention-3 class kernels) has no measured figures for "
+                    f"the {p.name!r} kernel profile of accelerator {accelerator.name!r}; hwsim has them for "
+                    f"{', '.join(n for n in available_profiles() if load_profile(n).attention_flash3)}. "
+                    f"Use training.attention: flash (FlashAttention-2 class) on this accelerator.")
+            attn = p.attention_flash3
         self.launch_overhead_s: float = p.launch_overhead.value
         self._mem_bytes_per_s = accelerator.hbm_bandwidth * p.memory_efficiency.value
         self._n_units = accelerator.sm_count
@@ -265,7 +279,7 @@ class KernelModel:
                                   if self._rate_dtype[d] in p.gemm.ceiling else 1.0) for d in Dtype}
         self._gemm_sustained = {d: (p.gemm.sustained[self._rate_dtype[d]].value
                                     if self._rate_dtype[d] in p.gemm.sustained else 1.0) for d in Dtype}
-        self._attn_sustained = p.attention.sustained.value if p.attention.sustained else 1.0
+        self._attn_sustained = attn.sustained.value if attn.sustained else 1.0
         tiles: dict[tuple[int, int], float] = {}
         for t in p.gemm.tiles:
             for shape in ((t.m, t.n), (t.n, t.m)):
@@ -273,10 +287,10 @@ class KernelModel:
         self._tiles = tuple((tm, tn, e) for (tm, tn), e in tiles.items())
         self._k_points = p.gemm.k_curve.points
         self._splits = tuple(sorted(set(p.gemm.split_k.values) | {1}))
-        self._attn = p.attention
+        self._attn = attn
         self._attn_points = {  # backward? -> ((head_dim, efficiency), ...) sorted by head_dim
             bwd: tuple(sorted((float(d), f.value) for d, f in table.items()))
-            for bwd, table in ((False, p.attention.forward), (True, p.attention.backward))}
+            for bwd, table in ((False, attn.forward), (True, attn.backward))}
         self._gemm_cache: dict[tuple[int, int, int, int, Dtype], float] = {}
         self._attn_cache: dict[tuple, float] = {}
 

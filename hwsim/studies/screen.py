@@ -165,7 +165,7 @@ class Estimator:
         self.model, self.cluster = scenario.model, scenario.cluster
         self.optimizer, self.dp_bucket_bytes = scenario.training.optimizer, scenario.parallel.dp_bucket
         self.topology = build_topology(self.cluster)
-        self.kernels = KernelModel(self.cluster.accelerator)
+        self.kernels = KernelModel(self.cluster.accelerator, scenario.training.attention.value)
         cap = self.topology.capacity_bytes_per_s
         maxmin = scenario.simulation.network_model == NetworkModelKind.MAXMIN
         self.network = MaxMinFair(cap) if maxmin else Ideal(cap)
@@ -176,6 +176,7 @@ class Estimator:
     def of(cls, scenario: ScenarioConfig) -> "Estimator":
         key = "|".join((scenario.model.model_dump_json(), scenario.cluster.model_dump_json(),
                         scenario.simulation.network_model, scenario.training.optimizer,
+                        scenario.training.attention.value,
                         repr(scenario.parallel.dp_bucket)))
         if key not in cls._instances:
             if len(cls._instances) >= _MAX_CACHED:

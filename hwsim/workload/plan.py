@@ -174,5 +174,5 @@ def resolve_plan(scenario: ScenarioConfig) -> Plan:
                 sequence_parallel=par.sequence_parallel and tp > 1, zero_stage=par.zero_stage,
                 recompute=par.recompute, micro_batch=train.micro_batch, global_batch=train.global_batch,
                 n_micro=n_micro, precision=train.precision, order=order, n_devices=n,
-                flash=train.attention == AttentionKernel.FLASH,
+                flash=train.attention != AttentionKernel.UNFUSED,
                 devices_per_node=cluster.devices_per_node)

@@ -344,3 +344,24 @@ def test_no_shape_beats_the_measured_ceiling(h100):
     ceiling = load_profile("hopper").gemm.ceiling[Dtype.BF16].value
     shapes = [(m, n, k) for m in (2048, 8192, 32768) for n in (4096, 14336, 28672) for k in (2048, 8192, 14336)]
     assert max(h100.gemm_compute_efficiency(m, n, k, Dtype.BF16) for m, n, k in shapes) <= ceiling + 1e-12
+
+
+def test_flash3_attention_on_hopper_reproduces_its_measurement_and_beats_flash2():
+    fa3, fa2 = KernelModel(H100, "flash3"), KernelModel(H100)
+    sustained = load_profile("hopper").attention_flash3.sustained.value
+    flop = attention_fwd_flop(4, 48, 8192, 8192, 128, False)
+    fwd = flop / fa3.attention_time_s(4, 48, 8192, 8192, 128, False, Dtype.BF16, backward=False)
+    bwd = 2.5 * flop / fa3.attention_time_s(4, 48, 8192, 8192, 128, False, Dtype.BF16, backward=True)
+    # FlashAttention-3 on H100, hdim 128, 8k (Dao-AILab/flash-attention PR #1791): 659 fwd, 554 bwd TFLOPS
+    assert fwd / sustained == pytest.approx(659 * TFLOP, rel=0.02)
+    assert bwd / sustained == pytest.approx(554 * TFLOP, rel=0.02)
+    for causal in (False, True):
+        for seq in (1024, 4096, 16384):
+            assert (fa3.attention_time_s(2, 32, seq, seq, 128, causal, Dtype.BF16, backward=False)
+                    < fa2.attention_time_s(2, 32, seq, seq, 128, causal, Dtype.BF16, backward=False))
+    assert fa3.gemm_time_s(4096, 4096, 4096, Dtype.BF16) == fa2.gemm_time_s(4096, 4096, 4096, Dtype.BF16)
+
+
+def test_flash3_where_the_profile_has_no_figures_is_a_config_error_naming_the_field(a100):
+    with pytest.raises(ConfigError, match=r"training\.attention: flash3.*hopper.*training\.attention: flash"):
+        KernelModel(A100, "flash3")
