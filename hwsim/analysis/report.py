@@ -136,7 +136,7 @@ def _comm_advice(part: PathPart, result, share: str) -> str:
                 ideas.append("overlap the reduction with the backward (parallel.overlap_grad_reduce: true)")
             ideas.append(f"larger buckets overlap it better (parallel.dp_bucket, now "
                          f"{units.fmt_bytes(sc.parallel.dp_bucket, binary=False, precision=3)})")
-        if plan.zero_stage == 3:
+        if plan.zero_stage == 3 and plan.pp == 1:
             ideas.append("ZeRO-3 gathers parameters every micro-batch: zero_stage 1 or 2 if memory allows")
         ideas.append(f"{faster} shortens it")
     elif part.kind == "tp":
