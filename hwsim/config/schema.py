@@ -1,4 +1,4 @@
-"""The scenario schema (SCENARIO_FORMAT.md, version 1, and its extensions).
+"""The scenario schema (SCENARIO_FORMAT.md, version 1.1, and its extensions).
 
 Pydantic models, frozen and closed (`extra="forbid"`): a typo is an error naming the field.
 Quantities accept human units through `hwsim.units`; inside they are SI floats.
@@ -88,10 +88,19 @@ class AcceleratorConfig(_Closed):
     l2_cache: Bytes = 0.0
     sm_count: PositiveInt = 1
     tdp: Watts = 0.0
+    power_limit: Watts | None = Field(None, gt=0, description="board power cap below the TDP (v1.1), e.g. 500 W")
     price_per_hour: float = Field(0.0, ge=0, description="USD per device-hour")
     host_bandwidth: BytesPerS = Field(default=32e9, description="host link per direction (PCIe/C2C)")
     kernel_profile: str = Field("", description="name of the kernel-efficiency data; default: the preset's name")
     sources: dict[str, str] = Field(default_factory=dict)
+
+
+    @model_validator(mode="after")
+    def _power_limit_at_most_tdp(self) -> "AcceleratorConfig":
+        if self.power_limit is not None and self.tdp > 0 and self.power_limit > self.tdp * (1 + 1e-9):
+            raise ValueError(f"power_limit {self.power_limit:g} W is above the board's TDP {self.tdp:g} W: "
+                             f"a power limit caps the board below its TDP; lower it or drop it")
+        return self
 
 
 class IntraNodeConfig(_Closed):
@@ -172,6 +181,62 @@ class TrainingConfig(_Closed):
     attention: AttentionKernel = Field(AttentionKernel.FLASH, description="attention implementation")
 
 
+class Framework(StrEnum):
+    """The training stacks scenario format v1.1 names (SCENARIO_FORMAT.md, "Software")."""
+
+    MEGATRON_LM = "megatron-lm"
+    MEGATRON_CORE = "megatron-core"
+    NEMO = "nemo"
+    MEGATRON_BRIDGE = "megatron-bridge"
+    MEGATRON_DEEPSPEED = "megatron-deepspeed"
+    DEEPSPEED = "deepspeed"
+    TORCHTITAN = "torchtitan"
+    LLM_FOUNDRY = "llm-foundry"
+    PYTORCH_FSDP = "pytorch-fsdp"
+    MAXTEXT = "maxtext"
+    METASEQ = "metaseq"
+    CUSTOM = "custom"
+
+
+class Fp8Recipe(StrEnum):
+    DELAYED = "delayed"
+    TENSORWISE = "tensorwise"
+    ROWWISE = "rowwise"
+    CURRENT = "current"
+    MXFP8 = "mxfp8"
+    BLOCKWISE = "blockwise"
+
+
+class SelectiveRecompute(StrEnum):
+    ATTENTION = "attention"   # the attention core (Korthikanti et al. 2022)
+    OP = "op"                 # a per-op policy (torchtitan's "op" AC: save matmuls, recompute the rest)
+    LAYER = "layer"           # every k-th layer fully recomputed
+
+
+class FsdpMixedPrecision(StrEnum):
+    DEFAULT = "default"       # Composer: bf16 params/compute, fp32 gradient reduce
+    PURE = "pure"             # Composer: bf16 params, compute and gradient reduce
+    FULL = "full"             # Composer: fp32 everywhere
+
+
+def _version_text(value):
+    return None if value is None else str(value)
+
+
+class SoftwareConfig(_Closed):
+    """The training stack a step runs on (v1.1). An absent setting is the framework version's
+    own default, resolved by hwsim.software from its profile (each value with its source)."""
+
+    framework: Framework = Framework.CUSTOM
+    version: Annotated[str | None, BeforeValidator(_version_text)] = None
+    compile: bool | None = None
+    async_tp: bool | None = None
+    fp8_recipe: Fp8Recipe | None = None
+    selective_recompute: SelectiveRecompute | None = None
+    fsdp_mixed_precision: FsdpMixedPrecision | None = None
+    cuda_graphs: bool | None = None
+
+
 class NetworkModelKind(StrEnum):
     MAXMIN = "maxmin"
     IDEAL = "ideal"
@@ -189,6 +254,7 @@ class ScenarioConfig(_Closed):
     model: ModelConfig
     parallel: ParallelConfig = ParallelConfig()
     training: TrainingConfig
+    software: SoftwareConfig | None = None
     simulation: SimulationConfig = SimulationConfig()
 
     @model_validator(mode="after")

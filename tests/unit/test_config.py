@@ -148,3 +148,38 @@ def test_gradients_are_reduced_over_dp_and_cp(small_scenario_dict):
         coords = [plan.coords(r) for r in g]
         assert len({c["tp"] for c in coords}) == 1 and {c["pp"] for c in coords} == {0}
         assert sorted((c["dp"], c["cp"]) for c in coords) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_software_block_v11_is_accepted(small_scenario_dict):
+    small_scenario_dict["software"] = {"framework": "torchtitan", "version": "2024-12", "compile": True,
+                                       "async_tp": False, "fp8_recipe": "rowwise", "selective_recompute": "op",
+                                       "cuda_graphs": False}
+    sc = scenario_from_mapping(small_scenario_dict)
+    assert sc.software.framework == "torchtitan" and sc.software.compile is True
+    assert sc.software.fsdp_mixed_precision is None     # absent: the framework version's default
+
+
+def test_software_version_written_as_a_number_is_text(small_scenario_dict):
+    small_scenario_dict["software"] = {"framework": "nemo", "version": 25.11}
+    assert scenario_from_mapping(small_scenario_dict).software.version == "25.11"
+
+
+def test_unknown_framework_lists_the_choices(small_scenario_dict):
+    small_scenario_dict["software"] = {"framework": "megatron"}
+    with pytest.raises(ConfigError) as exc:
+        scenario_from_mapping(small_scenario_dict)
+    assert "software.framework" in str(exc.value) and "megatron-core" in str(exc.value)
+
+
+def test_software_setting_override_without_a_block(small_scenario_dict):
+    sc = scenario_from_mapping(small_scenario_dict, ["software.compile=true"])
+    assert sc.software.framework == "custom" and sc.software.compile is True
+
+
+def test_power_limit_parses_and_must_not_exceed_tdp(small_scenario_dict):
+    small_scenario_dict["cluster"]["accelerator"] = {"preset": "h100-sxm", "power_limit": "500 W"}
+    assert scenario_from_mapping(small_scenario_dict).cluster.accelerator.power_limit == 500.0
+    small_scenario_dict["cluster"]["accelerator"]["power_limit"] = "900 W"
+    with pytest.raises(ConfigError) as exc:
+        scenario_from_mapping(small_scenario_dict)
+    assert "power_limit" in str(exc.value) and "TDP" in str(exc.value)
