@@ -37,6 +37,26 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
+def software_line(sw: dict) -> str:
+    version = f" {sw['version']}" if sw.get("version") else ""
+    profile = f" (profile from {sw['profile']})" if sw.get("profile") else ""
+    return (f"{sw['framework']}{version}{profile}: host {sw['host']}, attention {sw['attention']}, "
+            f"loss {sw['loss']}, grads reduced in {sw['grad_reduce_dtype']}")
+
+
+def _print_software(s: dict) -> None:
+    """Every software setting the step was simulated with, and where it came from (the full
+    sources are in summary.json and report.md)."""
+    sw, sources = s.get("software"), s.get("software_sources") or {}
+    if not sw:
+        return
+    out_console.print("[bold]software settings used[/bold] (value: where it comes from)")
+    for name, source in sources.items():
+        value = sw.get(name, "counted in the framework's code" if name == "layer_ops" else "")
+        short = source if len(source) <= 110 else source[:107].rstrip() + "..."
+        out_console.print(f"  {name} = {value}: {short}", highlight=False, soft_wrap=True)
+
+
 def _print_summary(s: dict) -> None:
     table = Table(title=f"{s['name']} — one training step", show_header=False, title_justify="left")
     table.add_column("metric", style="bold")
@@ -47,6 +67,8 @@ def _print_summary(s: dict) -> None:
     table.add_row("plan", f"tp={plan['tp']} pp={plan['pp']} dp={plan['dp']} cp={plan['cp']} ep={plan['ep']} "
                           f"v={plan['virtual_stages']} {plan['schedule']} zero={plan['zero_stage']} "
                           f"recompute={plan['recompute']} sp={plan['sequence_parallel']}; {s['micro_batches']} micro-batches")
+    if s.get("software"):
+        table.add_row("software", software_line(s["software"]))
     table.add_row("step time", units.fmt_time(s["step_time_s"]))
     table.add_row("throughput", f"{s['tokens_per_s']:,.0f} tokens/s ({s['tokens_per_s_per_device']:,.0f} per device)")
     table.add_row("model TFLOP/s per device", f"{s['tflops_per_device']:.1f}")
@@ -92,6 +114,7 @@ def run(scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
         out_console.print_json(json.dumps(result.summary, default=_json_default))
     else:
         _print_summary(result.summary)
+        _print_software(result.summary)
         out_console.print(report_text(result, account), highlight=False, soft_wrap=True)
     if out is not None:
         from hwsim.analysis.outputs import write_outputs

@@ -12,6 +12,7 @@ from hwsim.engine.trace import Trace
 from hwsim.hardware.kernels import KernelModel
 from hwsim.hardware.topology import build_topology, load_transports
 from hwsim.network.maxmin import Ideal, MaxMinFair
+from hwsim.software.profiles import effective_scenario, resolve_software
 from hwsim.workload.compiler import CompiledStep, Granularity, compile_step
 from hwsim.workload.plan import resolve_plan
 
@@ -51,11 +52,14 @@ def run_step(scenario: ScenarioConfig, fold: bool | None = None,
         granularity = (Granularity.STEP if estimate_op_tasks(scenario, fold) > OP_LEVEL_TASK_LIMIT
                        else Granularity.OP)
     granularity = Granularity(granularity)
+    software = resolve_software(scenario)
+    scenario = effective_scenario(scenario, software)
     topology = build_topology(scenario.cluster)
     kernels = KernelModel(scenario.cluster.accelerator, scenario.training.attention.value)
     network = (MaxMinFair if scenario.simulation.network_model == NetworkModelKind.MAXMIN else Ideal)(
         topology.capacity_bytes_per_s)
-    compiled = compile_step(scenario, topology, kernels, fold=fold, granularity=granularity, network=network)
+    compiled = compile_step(scenario, topology, kernels, fold=fold, granularity=granularity, network=network,
+                            software=software)
     trace = simulate(compiled.graph, network, memory_capacity_bytes=scenario.cluster.accelerator.hbm,
                      n_links=len(topology.links), initial_memory=compiled.initial_memory,
                      comm_slowdown=comm_slowdown(scenario))

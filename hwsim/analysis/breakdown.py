@@ -3,7 +3,8 @@ communication by kind, pipeline bubble and idle — the parts add up to the step
 
 An instant counts as compute when the device's compute stream is busy; otherwise as exposed
 communication of the kind whose collective is running on one of its other streams (the one
-that started first); otherwise as pipeline bubble (pp > 1) or idle.
+that started first); otherwise as host-bound when its host thread is dispatching or syncing
+(the GPU waits for the CPU); otherwise as pipeline bubble (pp > 1) or idle.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def device_breakdown(trace: Trace, device: int, pipeline: bool) -> dict[str, flo
     compute_cat: dict[str, float] = {}
     events: list[tuple[float, int, int, str]] = []  # (time, +1 start / -1 end, order, label)
     order = 0
-    for stream in (Stream.COMPUTE, *COMM_STREAMS):
+    for stream in (Stream.COMPUTE, *COMM_STREAMS, Stream.HOST):
         key = (device, stream)
         if key not in streams:
             continue
@@ -36,6 +37,8 @@ def device_breakdown(trace: Trace, device: int, pipeline: bool) -> dict[str, flo
             if stream == Stream.COMPUTE:
                 label = "compute"
                 compute_cat[task.category or "other"] = compute_cat.get(task.category or "other", 0.0) + (e - s)
+            elif stream == Stream.HOST:
+                label = "host"
             else:
                 label = f"exposed_comm.{task.category or stream.value}"
             events.append((s, 1, order, label))
@@ -43,6 +46,7 @@ def device_breakdown(trace: Trace, device: int, pipeline: bool) -> dict[str, flo
             order += 1
     events.sort(key=lambda x: (x[0], x[1]))
     active_compute = 0
+    active_host = 0
     active_comm: dict[int, str] = {}
     comm_heap: list[tuple[float, int]] = []
     t_prev = 0.0
@@ -54,11 +58,14 @@ def device_breakdown(trace: Trace, device: int, pipeline: bool) -> dict[str, flo
             else:
                 while comm_heap and comm_heap[0][1] not in active_comm:
                     heapq.heappop(comm_heap)
-                cause = active_comm[comm_heap[0][1]] if comm_heap else idle_label
+                cause = (active_comm[comm_heap[0][1]] if comm_heap else
+                         "host" if active_host else idle_label)
             out[cause] = out.get(cause, 0.0) + (t - t_prev)
             t_prev = t
         if label == "compute":
             active_compute += kind
+        elif label == "host":
+            active_host += kind
         elif kind == 1:
             active_comm[idx] = label
             heapq.heappush(comm_heap, (t, idx))

@@ -74,6 +74,7 @@ class Cause(StrEnum):
     RECOMPUTE = "recompute"              # forward recomputation for the backward
     OPTIMIZER = "optimizer"
     COMM = "exposed-comm"                # collectives the step waited for
+    HOST = "host"                        # the GPU waited for its host thread (dispatch, syncs)
     BUBBLE = "pipeline-bubble"           # the reference stage waited on other stages
     IDLE = "idle"                        # nothing on the path ran
 
@@ -276,6 +277,8 @@ def account_path(steps: list[PathStep], trace: Trace, topology: Topology,
             add(Cause.COMM, max(seconds - counted, 0.0), kind, longest[1])
         elif task.kind is TaskKind.COPY:
             add(Cause.COMM, seconds, "copy", HOST_TIER)
+        elif task.kind is TaskKind.HOST:
+            add(Cause.HOST, seconds)
         else:
             add(_compute_cause(task, seconds, peak_flop_per_s, hbm_bytes_per_s), seconds)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from hwsim.config.schema import Dtype
-from hwsim.engine.task import TaskKind
+from hwsim.engine.task import Stream, TaskKind
 from hwsim.engine.trace import Trace
 from hwsim.hardware.kernels import KernelModel
 from hwsim.analysis.breakdown import step_breakdown
@@ -60,6 +60,9 @@ def summarize(compiled, trace: Trace, kernels: KernelModel) -> dict[str, Any]:
         "breakdown_device": device,
         "breakdown": breakdown,
         "compute_by_category_s": compute_by_category,
+        "software": compiled.software.settings() if compiled.software is not None else None,
+        "software_sources": dict(compiled.software.sources) if compiled.software is not None else None,
+        "host_busy_s": _host_busy_s(trace, device),
         "plan": {"tp": plan.tp, "pp": plan.pp, "dp": plan.dp, "cp": plan.cp, "ep": plan.ep,
                  "virtual_stages": plan.virtual_stages, "schedule": plan.schedule.value,
                  "zero_stage": plan.zero_stage, "recompute": plan.recompute.value,
@@ -73,7 +76,14 @@ def summarize(compiled, trace: Trace, kernels: KernelModel) -> dict[str, Any]:
         summary["time_to_train"] = {
             "tokens": sc.training.tokens, "steps": steps, "days": seconds / SECONDS_PER_DAY,
             "device_hours": device_hours, "cost_usd": device_hours * acc.price_per_hour,
-            "energy_mwh": acc.tdp * n * seconds / JOULES_PER_MWH,
-            "energy_note": "devices at TDP for the whole run (an upper bound; no host, network or cooling)",
+            "energy_mwh": (acc.power_limit or acc.tdp) * n * seconds / JOULES_PER_MWH,
+            "energy_note": "devices at their power limit (TDP if none) for the whole run (an upper bound; no "
+                           "host, network or cooling)",
         }
     return summary
+
+
+def _host_busy_s(trace: Trace, device: int) -> float:
+    """Seconds the device's host thread spent dispatching and syncing (0 for an ideal host)."""
+    iv = trace.stream_intervals().get((device, Stream.HOST))
+    return float((iv[1] - iv[0]).sum()) if iv is not None else 0.0

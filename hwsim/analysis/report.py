@@ -42,6 +42,7 @@ _CAUSE_WORDS = {
     Cause.RECOMPUTE: "activation recompute",
     Cause.OPTIMIZER: "optimizer step",
     Cause.BUBBLE: "pipeline bubble (waiting on other stages)",
+    Cause.HOST: "host-bound (the GPU waits for its CPU thread to dispatch kernels, or for a sync)",
     Cause.IDLE: "idle",
 }
 _WORDS_MIN_FRAC = 0.01   # parts below 1% of the step are in the table, not in the words
@@ -189,6 +190,8 @@ def advice(part: PathPart, result) -> str:
         return (f"activation recompute ({plan.recompute.value}) re-runs forward work for {took}: "
                 f"parallel.recompute: {lighter} removes most of it if memory allows (peak "
                 f"{units.fmt_bytes(peak, precision=3)} of {units.fmt_bytes(cap, precision=3)}).")
+    if part.cause is Cause.HOST:
+        return _host_advice(result, took)
     if part.cause is Cause.OPTIMIZER:
         shard = ("" if plan.zero_stage >= 1 or plan.dp == 1 else
                  f"; a distributed optimizer (parallel.zero_stage: 1) shards it over the dp={plan.dp} ranks")
@@ -285,3 +288,21 @@ def report_text(result, account: PathAccount | None = None) -> str:
     if rest:
         lines.append("  (below 1% each: " + ", ".join(f"{p.key} {_pct(p.seconds, step)}" for p in rest) + ")")
     return "\n".join(lines)
+
+
+def _host_advice(result, took: str) -> str:
+    """Host-bound time: say what the host does and which software setting removes it."""
+    sw = result.compiled.software
+    if sw is None:
+        return f"the host thread holds the critical path for {took}."
+    mode = sw.host_mode.value
+    if mode == "eager":
+        fix = ("software.cuda_graphs: true (one launch per captured graph) or software.compile: true (no Python "
+               "per op) removes most of it where the framework supports them; larger micro-batches "
+               f"(training.micro_batch, now {result.compiled.plan.micro_batch}) give each launch more GPU work")
+    elif mode == "compiled":
+        fix = "software.cuda_graphs: true replaces the per-kernel launches by one launch per graph"
+    else:
+        fix = "fewer host synchronisations per step would shorten it"
+    return (f"the GPU waits for its host thread ({sw.framework.value}, {mode} dispatch) for {took}: "
+            f"{fix}.")

@@ -39,18 +39,18 @@ _LEFT_IN, _RIGHT_IN = 3.3, 0.9          # room for row labels, and for the colou
 CATEGORY_COLORS = {
     "fwd": "#4C72B0", "bwd": "#DD8452", "bwd-weight": "#F0B77E", "recompute": "#8172B3",
     "optimizer": "#7F5539", "tp": "#55A868", "cp": "#2A9D8F", "ep": "#B8A43A", "pp": "#C44E52",
-    "dp": "#D17FC0", "other": "#8C8C8C",
+    "dp": "#D17FC0", "host": "#E5C100", "other": "#8C8C8C",
 }
 CATEGORY_LABELS = {
     "fwd": "forward", "bwd": "backward", "bwd-weight": "backward (weight grad)",
     "recompute": "recompute", "optimizer": "optimizer", "tp": "tp collective",
     "cp": "cp collective", "ep": "ep all-to-all", "pp": "pp send/recv", "dp": "dp collective",
-    "other": "other",
+    "host": "host dispatch / sync", "other": "other",
 }
 STREAM_LABELS = {
     Stream.COMPUTE: "compute", Stream.COMM: "comm (tp/cp/ep)", Stream.P2P: "p2p fwd sends",
     Stream.P2P_BWD: "p2p bwd sends", Stream.DP: "dp reduce", Stream.DP_GATHER: "dp gather",
-    Stream.COPY: "host copy",
+    Stream.COPY: "host copy", Stream.HOST: "host thread",
 }
 _BACKGROUND = "#EDEDED"   # a row's idle time shows as this background
 _PATH_COLOR = "black"

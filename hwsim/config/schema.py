@@ -219,6 +219,17 @@ class FsdpMixedPrecision(StrEnum):
     FULL = "full"             # Composer: fp32 everywhere
 
 
+class LossKind(StrEnum):
+    FUSED = "fused-vocab-parallel"   # Megatron/TE vocab-parallel cross-entropy: no fp32 copy of the logits
+    FP32_UPCAST = "fp32-upcast"      # logits cast to fp32 before torch cross_entropy
+
+
+class ReduceDtype(StrEnum):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
 def _version_text(value):
     return None if value is None else str(value)
 
@@ -235,6 +246,12 @@ class SoftwareConfig(_Closed):
     selective_recompute: SelectiveRecompute | None = None
     fsdp_mixed_precision: FsdpMixedPrecision | None = None
     cuda_graphs: bool | None = None
+    # hwsim extensions (not in SCENARIO_FORMAT v1.1): any framework-profile setting, for what-ifs
+    grad_reduce_dtype: ReduceDtype | None = None
+    loss: LossKind | None = None
+    optimizer_fused: bool | None = None
+    loss_scale_sync: bool | None = None
+    host_syncs_per_step: int | None = Field(None, ge=0)
 
 
 class NetworkModelKind(StrEnum):
@@ -246,6 +263,7 @@ class SimulationConfig(_Closed):
     fold: bool | None = Field(None, description="None: fold when exact")
     network_model: NetworkModelKind = NetworkModelKind.MAXMIN
     comm_compute_interference: bool = Field(True, description="collectives slow overlapped compute (SMs held)")
+    host_model: bool = Field(True, description="simulate the host thread that launches kernels (False: it keeps ahead)")
 
 
 class ScenarioConfig(_Closed):

@@ -191,7 +191,7 @@ class _Executor:
         self.arrived: dict[int, int] = {}
         self.record = NetworkRecord()
         self.network = FluidNetwork(env, network, self.record)
-        how = {TaskKind.COMPUTE: _TIMED, TaskKind.COPY: _TIMED, TaskKind.ALLOC: _ALLOC,
+        how = {TaskKind.COMPUTE: _TIMED, TaskKind.COPY: _TIMED, TaskKind.HOST: _TIMED, TaskKind.ALLOC: _ALLOC,
                TaskKind.FREE: _FREE}
         self.how = [(_NET if task.transfers else _TIMED) if task.kind is TaskKind.COLLECTIVE
                     else how[task.kind] for task in graph.tasks]

@@ -14,6 +14,7 @@ class TaskKind(StrEnum):
     ALLOC = "alloc"            # takes mem_bytes of HBM (instant)
     FREE = "free"              # gives mem_bytes of HBM back (instant)
     COPY = "copy"              # a host<->device copy (duration on the copy stream)
+    HOST = "host"              # CPU time of the rank's host thread: dispatching kernels, syncs
 
 
 class Stream(StrEnum):
@@ -27,6 +28,7 @@ class Stream(StrEnum):
     DP = "dp"          # data-parallel gradient reduction (all-reduce / reduce-scatter)
     DP_GATHER = "dp-gather"  # parameter all-gathers (ZeRO / FSDP), beside the reductions as in FSDP
     COPY = "copy"      # host <-> device
+    HOST = "host"      # the rank's host thread (Python, dispatcher, launches): one op at a time
 
 
 class MemKind(StrEnum):

@@ -53,6 +53,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt,
 from hwsim import units
 from hwsim.config.schema import AcceleratorConfig, Dtype
 from hwsim.errors import ConfigError
+from hwsim.hardware.power import tensor_throughput_frac
 
 __all__ = [
     "PROFILE_DIR", "DTYPE_BYTES", "KernelProfile", "KernelModel", "load_profile",
@@ -277,9 +278,10 @@ class KernelModel:
         self._gemm_eff = {d: self._lookup(p.gemm.max_efficiency, self._rate_dtype[d]) for d in Dtype}
         self._gemm_ceiling = {d: (p.gemm.ceiling[self._rate_dtype[d]].value
                                   if self._rate_dtype[d] in p.gemm.ceiling else 1.0) for d in Dtype}
-        self._gemm_sustained = {d: (p.gemm.sustained[self._rate_dtype[d]].value
-                                    if self._rate_dtype[d] in p.gemm.sustained else 1.0) for d in Dtype}
-        self._attn_sustained = attn.sustained.value if attn.sustained else 1.0
+        power = tensor_throughput_frac(accelerator)   # a power limit below the TDP (hardware.power)
+        self._gemm_sustained = {d: power * (p.gemm.sustained[self._rate_dtype[d]].value
+                                            if self._rate_dtype[d] in p.gemm.sustained else 1.0) for d in Dtype}
+        self._attn_sustained = power * (attn.sustained.value if attn.sustained else 1.0)
         tiles: dict[tuple[int, int], float] = {}
         for t in p.gemm.tiles:
             for shape in ((t.m, t.n), (t.n, t.m)):

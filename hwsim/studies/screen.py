@@ -34,14 +34,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hwsim.config.schema import Dtype, NetworkModelKind, ScenarioConfig, Schedule
+from hwsim.config.schema import Dtype, NetworkModelKind, Recompute, ScenarioConfig, Schedule
 from hwsim.hardware.kernels import KernelModel
 from hwsim.hardware.topology import build_topology
 from hwsim.network.collectives import CollectiveOp, collective_time
 from hwsim.network.maxmin import Ideal, MaxMinFair
+from hwsim.software.host import host_plan
+from hwsim.software.profiles import effective_scenario, resolve_software
 from hwsim.units import TFLOP
 from hwsim.workload import ops as O
-from hwsim.workload.compiler import GRAD_REDUCE_BYTES, Granularity, _layer_work, serial_seconds, time_ops
+from hwsim.workload.compiler import Granularity, _layer_work, serial_seconds, time_ops
 from hwsim.workload.memory import stage_params, static_memory_bytes
 from hwsim.workload.plan import Plan, resolve_plan
 from hwsim.workload.schedules import (Action, chunk_layers, pipeline_schedule, simulate_unit_times,
@@ -162,6 +164,10 @@ class Estimator:
     _instances: dict[str, "Estimator"] = {}
 
     def __init__(self, scenario: ScenarioConfig) -> None:
+        self.software = resolve_software(scenario)    # the same framework profile as the simulation
+        scenario = effective_scenario(scenario, self.software)
+        self.grad_bytes = self.software.grad_reduce_bytes
+        self.loss = self.software.loss.value
         self.model, self.cluster = scenario.model, scenario.cluster
         self.optimizer, self.dp_bucket_bytes = scenario.training.optimizer, scenario.parallel.dp_bucket
         self.topology = build_topology(self.cluster)
@@ -177,7 +183,9 @@ class Estimator:
         key = "|".join((scenario.model.model_dump_json(), scenario.cluster.model_dump_json(),
                         scenario.simulation.network_model, scenario.training.optimizer,
                         scenario.training.attention.value,
-                        repr(scenario.parallel.dp_bucket)))
+                        repr(scenario.parallel.dp_bucket),
+                        scenario.software.model_dump_json() if scenario.software else "",
+                        repr(scenario.simulation.host_model)))
         if key not in cls._instances:
             if len(cls._instances) >= _MAX_CACHED:
                 cls._instances.clear()
@@ -224,13 +232,22 @@ class Estimator:
         return self._cached(("comm", op, axis, size_bytes, self._layout(plan)), price)
 
     def _serial(self, plan: Plan, works) -> tuple[float, float, float]:
-        return serial_seconds(works, lambda op, axis, size: self.comm_s(plan, op, axis, size)) if works else _NO_TIME
+        """(compute, exposed comm, FLOPs); a host slower than the GPU stretches the compute
+        (the GPU waits for its launches): the works take max(GPU time, host time)."""
+        if not works:
+            return _NO_TIME
+        compute, comm, flop = serial_seconds(works, lambda op, axis, size: self.comm_s(plan, op, axis, size))
+        host = sum(w.host_s for w in works)
+        return max(compute, host - comm), comm, flop
+
+    def _host(self, plan: Plan):
+        return host_plan(self.software, plan.recompute == Recompute.FULL, plan.precision == Dtype.FP16)
 
     def _layer(self, plan: Plan, moe: bool) -> _Layer:
         split = split_backward(plan.schedule)
         lw = self._cached(("works", moe, split, plan.recompute, self._shape(plan)),
                           lambda: _layer_work(self.model, self._shard(plan), plan, self.kernels, moe, split,
-                                              Granularity.OP))
+                                              Granularity.OP, self._host(plan)))
         return self._cached(
             ("layer", moe, split, plan.recompute, self._shape(plan), self._layout(plan)),
             lambda: _Layer(self._serial(plan, lw.fwd), self._serial(plan, lw.bwd), self._serial(plan, lw.recompute),
@@ -240,11 +257,12 @@ class Estimator:
     def _ends(self, plan: Plan) -> tuple[tuple[float, float, float], ...]:
         """(embedding fwd, embedding bwd, head fwd, head bwd), one micro-batch each."""
         def works() -> list:
-            model, shard = self.model, self._shard(plan)
-            return [time_ops(ops, self.kernels, plan, category) for pair in (O.embedding_ops(model, shard),
-                                                                             O.head_ops(model, shard))
-                    for ops, category in zip(pair, ("fwd", "bwd"))]
-        ends = self._cached(("end-works", self._shape(plan)), works)
+            model, shard, host = self.model, self._shard(plan), self._host(plan)
+            out = [time_ops(ops, self.kernels, plan, category) for pair in (O.embedding_ops(model, shard),
+                                                                            O.head_ops(model, shard, self.loss))
+                   for ops, category in zip(pair, ("fwd", "bwd"))]
+            return out if host is None else [host.apply(w, c) for w, c in zip(out, ("fwd", "bwd", "fwd", "bwd"))]
+        ends = self._cached(("end-works", self._shape(plan), plan.recompute), works)
         return self._cached(("ends", self._shape(plan), self._layout(plan)),
                             lambda: tuple(self._serial(plan, w) for w in ends))
 
@@ -284,12 +302,12 @@ class Estimator:
         # unsharded fp32 gradients for the whole step (the compiler's keep_gathered)
         keep = plan.zero_stage >= 3 and pp > 1
         gathered = 2 * max(lt.param_bytes for lt in layers.values()) if plan.zero_stage >= 3 and not keep else 0.0
-        kept = {f: lt.param_bytes + lt.n_params * GRAD_REDUCE_BYTES for f, lt in layers.items()}
+        kept = {f: lt.param_bytes + lt.n_params * self.grad_bytes for f, lt in layers.items()}
         transient = gathered + max(lt.recompute_extra_bytes for lt in layers.values())
         logits = self._cached(("logits", self._shape(plan)),
-                              lambda: O.head_activation_bytes(self.model, self._shard(plan)))
+                              lambda: O.head_activation_bytes(self.model, self._shard(plan), self.loss))
         loss_transient = self._cached(("loss transient", self._shape(plan)),
-                                      lambda: O.head_transient_bytes(self.model, self._shard(plan)))
+                                      lambda: O.head_transient_bytes(self.model, self._shard(plan), self.loss))
         worst = 0.0
         for s in range(pp):
             static = sum(static_memory_bytes(self._stage_params(plan, s), plan.zero_stage, plan.grad_shards, plan.precision,
@@ -340,7 +358,7 @@ class Estimator:
         n_local = max(self._stage_params(plan, s) for s in range(pp))
         dp_exposed = 0.0
         if plan.grad_shards > 1 and plan.zero_stage < 3:
-            grad_bytes = n_local * GRAD_REDUCE_BYTES
+            grad_bytes = n_local * self.grad_bytes
             t_dp = self.comm_s(plan, "all-reduce" if plan.zero_stage == 0 else "reduce-scatter", "dp", grad_bytes)
             bucket = min(1.0, self.dp_bucket_bytes / max(grad_bytes, 1.0))
             dp_exposed = max(t_dp * bucket, t_dp - sum(t_b) / pp / v)
@@ -350,13 +368,13 @@ class Estimator:
         elif plan.grad_shards > 1 and pp > 1:   # ZeRO-3 under pp: one gather, one reduction per step
             first = is_moe_layer(self.model, 0)
             t_ag = self.comm_s(plan, "all-gather", "dp", layers[first].param_bytes)
-            t_rs = self.comm_s(plan, "reduce-scatter", "dp", n_local * GRAD_REDUCE_BYTES)
+            t_rs = self.comm_s(plan, "reduce-scatter", "dp", n_local * self.grad_bytes)
             dp_exposed = t_ag + max(0.0, t_rs - sum(t_b) / pp / v)
         elif plan.grad_shards > 1:   # ZeRO-3: per layer and micro-batch, gathers and reductions behind compute
             first = is_moe_layer(self.model, 0)
             lt = layers[first]
             t_ag = self.comm_s(plan, "all-gather", "dp", lt.param_bytes)
-            t_rs = self.comm_s(plan, "reduce-scatter", "dp", lt.n_params * GRAD_REDUCE_BYTES)
+            t_rs = self.comm_s(plan, "reduce-scatter", "dp", lt.n_params * self.grad_bytes)
             per_mb_layer = max(0.0, 2 * t_ag + t_rs - kernels[first])
             dp_exposed = per_mb_layer * m * sum(kinds[0][0]) * v + t_ag
 

@@ -21,10 +21,10 @@ rendezvous can never deadlock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
-from hwsim.config.schema import Dtype, ScenarioConfig
+from hwsim.config.schema import Dtype, Recompute, ScenarioConfig
 from hwsim.engine.task import MemKind, Stream, Task, TaskKind
 from hwsim.engine.taskgraph import TaskGraph
 from hwsim.hardware.kernels import KernelModel
@@ -32,8 +32,10 @@ from hwsim.hardware.topology import Topology
 from hwsim.network.collectives import CollectiveOp, collective_transfers
 from hwsim.network.maxmin import MaxMinFair
 from hwsim.network.transfer import NetworkModel
+from hwsim.software.host import OPTIMIZER_OPS_PER_TENSOR, host_plan
+from hwsim.software.profiles import SoftwareStack, resolve_software
 from hwsim.workload import ops as O
-from hwsim.workload.memory import stage_params, static_memory_bytes
+from hwsim.workload.memory import stage_param_tensors, stage_params, static_memory_bytes
 from hwsim.workload.plan import Plan, resolve_plan
 from hwsim.workload.schedules import Action, chunk_layers, pipeline_schedule, split_backward, step_times
 from hwsim.workload.emitter import AXIS_STREAM as _AXIS_STREAM, Emitter as _Emitter
@@ -55,33 +57,45 @@ class CompiledStep:
     model_flop: float                   # whole cluster, one step, no recompute
     folded: bool
     granularity: Granularity
+    software: SoftwareStack | None = None
 
 
 def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelModel, fold: bool = True,
-                 granularity: Granularity = Granularity.OP, network: NetworkModel | None = None) -> CompiledStep:
-    """`network` prices collectives in isolation for the STEP granularity (max-min by default)."""
+                 granularity: Granularity = Granularity.OP, network: NetworkModel | None = None,
+                 software: SoftwareStack | None = None) -> CompiledStep:
+    """`network` prices collectives in isolation for the STEP granularity (max-min by default).
+    `software`: the resolved stack (default: resolved from the scenario): host dispatch,
+    gradient reduction dtype, optimizer fusion, host syncs."""
     if network is None:
         network = MaxMinFair(topology.capacity_bytes_per_s)
+    if software is None:
+        software = resolve_software(scenario)
     plan = resolve_plan(scenario)
+    grad_bytes = software.grad_reduce_bytes
+    host = host_plan(software, plan.recompute == Recompute.FULL, plan.precision == Dtype.FP16)
     model = scenario.model
     shard = Shard(micro_batch=plan.micro_batch, seq_len=model.seq_len, tp=plan.tp, cp=plan.cp, ep=plan.ep,
                   sequence_parallel=plan.sequence_parallel, dtype_bytes=4 if plan.precision == Dtype.FP32 else 2,
                   fp8=plan.fp8)
     split = split_backward(plan.schedule)
     dense_layers = model.moe.dense_layers if model.moe else model.layers
-    works = {moe: _layer_work(model, shard, plan, kernels, moe, split, granularity)
+    works = {moe: _layer_work(model, shard, plan, kernels, moe, split, granularity, host)
              for moe in ((False, True) if model.moe else (False,))}
 
     def layer_work(layer: int) -> _LayerWork:
         return works[bool(model.moe) and layer >= dense_layers]
 
     emb_fwd, emb_bwd = (time_ops(x, kernels, plan, c) for x, c in zip(O.embedding_ops(model, shard), ("fwd", "bwd")))
-    head_fwd, head_bwd = (time_ops(x, kernels, plan, c) for x, c in zip(O.head_ops(model, shard), ("fwd", "bwd")))
+    loss = software.loss.value
+    head_fwd, head_bwd = (time_ops(x, kernels, plan, c) for x, c in zip(O.head_ops(model, shard, loss), ("fwd", "bwd")))
+    if host is not None:
+        emb_fwd, emb_bwd, head_fwd, head_bwd = (host.apply(w, c) for w, c in
+                                                ((emb_fwd, "fwd"), (emb_bwd, "bwd"), (head_fwd, "fwd"), (head_bwd, "bwd")))
     if granularity in (Granularity.LAYER, Granularity.STEP):
         emb_fwd, emb_bwd, head_fwd, head_bwd = (fuse(w, n) for w, n in
                                                 ((emb_fwd, "emb"), (emb_bwd, "emb"), (head_fwd, "head"), (head_bwd, "head")))
-    head_act = O.head_activation_bytes(model, shard)
-    head_transient = O.head_transient_bytes(model, shard)
+    head_act = O.head_activation_bytes(model, shard, loss)
+    head_transient = O.head_transient_bytes(model, shard, loss)
 
     pp, v = plan.pp, plan.virtual_stages
     n_virtual = pp * v
@@ -177,7 +191,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                 parts.append(("bwd", [w for lw in lws for w in lw.bwd]))
             if phase in ("W", "BW"):
                 parts.append(("bwd-weight", [w for lw in lws for w in lw.bwd_weight]))
-            fused_cache[key] = [(c, serial_time(stage, ws), next((w.comm[1] for w in ws if w.comm), ""))
+            fused_cache[key] = [(c, serial_time(stage, ws), next((w.comm[1] for w in ws if w.comm), ""),
+                                 (sum(w.host_s for w in ws), sum(w.n_kernels for w in ws if w.comm is None)))
                                 for c, ws in parts]
         return fused_cache[key]
 
@@ -209,9 +224,10 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
             # one layer is recomputed at a time: the transient is the largest layer's
             em.memory(devices, TaskKind.ALLOC, max(lw.recompute_extra_bytes for lw in lws), MemKind.ACTIVATIONS,
                       f"recompute L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
-        for category, (compute, comm, flop), axis in fused_parts(stage, layer_ids, phase):
+        for category, (compute, comm, flop), axis, (host_s, n_kernels) in fused_parts(stage, layer_ids, phase):
             name = f"{category} L{layer_ids[0]}..L{layer_ids[-1]}"
-            em.compute(devices, Work(name, category, duration_s=compute, flop=flop), layer_ids[0], mb)
+            em.compute(devices, Work(name, category, duration_s=compute, flop=flop, host_s=host_s,
+                                     n_kernels=max(n_kernels, 1)), layer_ids[0], mb)
             if comm > 0:
                 for d in devices:
                     tid = graph.add(Task(f"{axis} collectives of {name}", TaskKind.COLLECTIVE, (d,), Stream.COMM,
@@ -229,7 +245,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                       MemKind.ACTIVATIONS, f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
         if zero3 and phase in ("BW", "W") and not keep_gathered:
             dp_tasks[stage] += em.collective(
-                stage, devices, "reduce-scatter", "dp", sum(lw.n_params_local for lw in lws) * GRAD_REDUCE_BYTES,
+                stage, devices, "reduce-scatter", "dp", sum(lw.n_params_local for lw in lws) * grad_bytes,
                 f"zero3 grad reduce {name0}", "dp", l0, mb, Stream.DP, advance=False)
 
     def run_layers(stage: int, devices, layer_ids, mb: int, phase: str, last_mb_for_grads: bool,
@@ -270,11 +286,11 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                 grads_done = phase in ("BW", "W")
                 if zero3 and grads_done and (last_mb_for_grads or not keep_gathered):
                     dp_tasks[stage] += em.collective(
-                        stage, devices, "reduce-scatter", "dp", lw.n_params_local * GRAD_REDUCE_BYTES,
+                        stage, devices, "reduce-scatter", "dp", lw.n_params_local * grad_bytes,
                         f"zero3 grad reduce L{layer}", "dp", layer, mb, Stream.DP, advance=False)
                 elif grads_done and last_mb_for_grads and plan.grad_shards > 1:
                     bucket.append(layer)
-                    if sum(layer_work(x).n_params_local for x in bucket) * GRAD_REDUCE_BYTES >= scenario.parallel.dp_bucket:
+                    if sum(layer_work(x).n_params_local for x in bucket) * grad_bytes >= scenario.parallel.dp_bucket:
                         flush_bucket(stage, devices)
 
     bucket: list[int] = []
@@ -283,7 +299,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         if not bucket:
             return
         n = sum(layer_work(x).n_params_local for x in bucket)
-        dp_tasks[stage] += em.collective(stage, devices, dp_op, "dp", n * GRAD_REDUCE_BYTES,
+        dp_tasks[stage] += em.collective(stage, devices, dp_op, "dp", n * grad_bytes,
                                          f"dp grad {dp_op} L{bucket[-1]}..L{bucket[0]}", "dp", bucket[0], -1,
                                          Stream.DP, advance=False)
         bucket.clear()
@@ -314,7 +330,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         chunk_params = sum(layer_work(x).n_params_local for x in layer_ids)
         if keep_gathered and st.action == (Action.W if split else Action.B) and key not in grad_chunks:
             grad_chunks.add(key)   # the unsharded gradients accumulate over the micro-batches
-            em.memory(devices, TaskKind.ALLOC, chunk_params * GRAD_REDUCE_BYTES, MemKind.GRADIENTS,
+            em.memory(devices, TaskKind.ALLOC, chunk_params * grad_bytes, MemKind.GRADIENTS,
                       f"unsharded grads chunk{st.chunk}", -1, mb)
         if st.action == Action.F:
             if j > 0:
@@ -357,7 +373,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
             if keep_gathered:
                 em.memory(devices, TaskKind.FREE, sum(layer_work(x).param_bytes_local for x in layer_ids),
                           MemKind.WEIGHTS, f"gathered chunk{st.chunk}", -1, mb)
-                em.memory(devices, TaskKind.FREE, chunk_params * GRAD_REDUCE_BYTES, MemKind.GRADIENTS,
+                em.memory(devices, TaskKind.FREE, chunk_params * grad_bytes, MemKind.GRADIENTS,
                           f"unsharded grads chunk{st.chunk}", -1, mb)
 
     # ZeRO-1/2 (distributed optimizer): parameters are all-gathered after the optimizer; with
@@ -394,7 +410,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
 
     # Tied embeddings across stages: first and last stage all-reduce the embedding gradient.
     if model.tied_embeddings and pp > 1:
-        size = model.vocab * model.hidden / plan.tp * GRAD_REDUCE_BYTES
+        size = model.vocab * model.hidden / plan.tp * grad_bytes
         pairs = em.pipeline_pairs(0, pp - 1)
         sims = [((plan.rank(pp=0), plan.rank(pp=pp - 1)), pairs)] if fold else [(p_, (p_,)) for p_ in pairs]
         for sim, groups in sims:
@@ -415,8 +431,16 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         shard_frac = plan.grad_shards if plan.zero_stage >= 1 else 1
         opt = time_ops(O.optimizer_ops(n_local / shard_frac, plan.precision, optimizer=scenario.training.optimizer),
                        kernels, plan, "optimizer")
+        if host is not None:
+            if not software.optimizer_fused:   # a per-tensor loop: OPTIMIZER_OPS_PER_TENSOR kernels per tensor
+                n_tensors = stage_param_tensors(model, pp, s, v)
+                opt = [replace(w, n_kernels=n_tensors * OPTIMIZER_OPS_PER_TENSOR) for w in opt]
+            opt = host.apply(opt, "optimizer")
         for d in devices:
             em.cursor[d] = tuple(dict.fromkeys(em.cursor.get(d, ()) + tuple(dp_tasks[s])))
+        if host is not None:
+            for i in range(host.syncs_per_step):   # loss-scale found-inf, grad-norm .item(), ...
+                em.host_sync(devices, host.costs.host_sync_s, f"host sync {i + 1} before the optimizer")
         for w in opt:
             em.compute(devices, w, -1, -1, "optimizer")
         static = static_memory_bytes(n_local, plan.zero_stage, plan.grad_shards, plan.precision,
@@ -428,7 +452,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     return CompiledStep(graph=graph, plan=plan, scenario=scenario, topology=topology,
                         simulated=tuple(sorted(stage_of)), stage_of=stage_of, stands_for=stands_for,
                         initial_memory=initial, model_flop=O.model_flop_per_step(model, plan.global_batch),
-                        folded=fold, granularity=granularity)
+                        folded=fold, granularity=granularity, software=software)
 
 
 def _expected_order(schedule, pp: int, n_virtual: int, seconds) -> list:

@@ -33,6 +33,7 @@ class Emitter:
     _transfer_cache: dict = field(default_factory=dict)
 
     _roles: dict = field(default_factory=dict)
+    host_waits: dict[int, tuple[int, ...]] = field(default_factory=dict)   # device -> what its next dispatch waits on
 
     def role_devices(self, stage: int) -> tuple[int, ...]:
         key = ("role", stage)
@@ -74,10 +75,35 @@ class Emitter:
 
     def compute(self, devices: Sequence[int], w: Work, layer: int, mb: int, category: str | None = None) -> None:
         for d in devices:
+            deps = self.cursor.get(d, ())
+            if w.host_s > 0.0:
+                deps = deps + (self.launch(d, w, layer, mb),)
             tid = self.graph.add(Task(w.name, TaskKind.COMPUTE, (d,), Stream.COMPUTE, duration_s=w.duration_s,
                                       category=category or w.category, layer=layer, micro_batch=mb,
-                                      flop=w.flop, bytes_moved=w.bytes_moved), self.cursor.get(d, ()))
+                                      flop=w.flop, bytes_moved=w.bytes_moved), deps)
             self.cursor[d] = (tid,)
+
+    def launch(self, device: int, w: Work, layer: int, mb: int) -> int:
+        """The host thread dispatches `w` (HOST stream, in program order); returns the task its
+        GPU work waits for. A fused work of n kernels can start once its first kernel is
+        launched: the host's remaining (n-1)/n of it follows as a task nothing waits for but
+        the host's next dispatch."""
+        lead_s = w.host_s / w.n_kernels
+        hid = self.graph.add(Task(f"launch {w.name}", TaskKind.HOST, (device,), Stream.HOST, duration_s=lead_s,
+                                  category="host", layer=layer, micro_batch=mb), self.host_waits.pop(device, ()))
+        if w.host_s - lead_s > 0.0:
+            self.graph.add(Task(f"launch {w.name} (rest)", TaskKind.HOST, (device,), Stream.HOST,
+                                duration_s=w.host_s - lead_s, category="host", layer=layer, micro_batch=mb), ())
+        return hid
+
+    def host_sync(self, devices: Sequence[int], duration_s: float, name: str, deps: Sequence[int] = ()) -> None:
+        """The host waits for the GPU work issued so far on each device (and `deps`), e.g.
+        `loss.item()`: its next dispatch comes after."""
+        for d in devices:
+            waits = tuple(dict.fromkeys(tuple(self.cursor.get(d, ())) + tuple(deps)))
+            hid = self.graph.add(Task(name, TaskKind.HOST, (d,), Stream.HOST, duration_s=duration_s,
+                                      category="host"), waits + self.host_waits.pop(d, ()))
+            self.host_waits[d] = (hid,)
 
     def collective(self, stage: int, devices: Sequence[int], op: str, axis: str, size_bytes: float, name: str,
                    category: str, layer: int, mb: int, stream: Stream, deps: Sequence[int] | None = None,

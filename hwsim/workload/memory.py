@@ -14,7 +14,7 @@ saved tensors).
 
 from __future__ import annotations
 
-from hwsim.config.schema import Dtype, ModelConfig
+from hwsim.config.schema import Dtype, MlpKind, ModelConfig
 from hwsim.engine.task import MemKind
 from hwsim.errors import ConfigError, PlanError
 from hwsim.workload.schedules import chunk_layers
@@ -94,3 +94,22 @@ def stage_params(model: ModelConfig, pp: int, stage: int, virtual_stages: int = 
         if model.tied_embeddings and pp > 1:
             total += local_dims(model, tp, ep).vocab * model.hidden
     return float(total)
+
+
+def stage_param_tensors(model: ModelConfig, pp: int, stage: int, virtual_stages: int = 1) -> int:
+    """Parameter tensors (not elements) one device of `stage` holds: what a per-tensor optimizer
+    loop iterates over. A GELU (GPT-style) layer has weights and biases of QKV, projection, two
+    MLP matrices and two LayerNorms (12); a SwiGLU (Llama-style) layer has q, k, v, o, three MLP
+    matrices and two RMSNorm weights (9); a MoE layer adds its experts' matrices and a router."""
+    per_dense = 12 if model.mlp == MlpKind.GELU else 9
+    mlp_mats = 2 if model.mlp == MlpKind.GELU else 3
+    total = 0
+    for i in stage_layers(model.layers, pp, stage, virtual_stages):
+        total += per_dense
+        if is_moe_layer(model, i):
+            total += 1 + (model.moe.experts + model.moe.shared_experts - 1) * mlp_mats
+    if stage == 0:
+        total += 2 if model.mlp == MlpKind.GELU else 1          # token (and position) embeddings
+    if stage == pp - 1:
+        total += (2 if model.mlp == MlpKind.GELU else 1) + (0 if model.tied_embeddings else 1)
+    return total

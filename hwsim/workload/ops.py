@@ -452,21 +452,35 @@ def embedding_ops(model: ModelConfig, shard: Shard) -> FwdBwd:
     return FwdBwd(tuple(fwd), tuple(bwd))
 
 
-def head_ops(model: ModelConfig, shard: Shard) -> FwdBwd:
-    """Final norm, logits over vocab/tp, vocab-parallel cross-entropy (Megatron-LM,
-    megatron/core/tensor_parallel/cross_entropy.py: all-reduces of the row max, the target
-    logit and the sum of exponentials over tp; keeps the fp32 softmax)."""
+def head_ops(model: ModelConfig, shard: Shard, loss: str = "fused-vocab-parallel") -> FwdBwd:
+    """Final norm, logits over vocab/tp, and the loss.
+
+    `fused-vocab-parallel` (Megatron-LM, megatron/core/tensor_parallel/cross_entropy.py):
+    all-reduces of the row max, the target logit and the sum of exponentials over tp; reads the
+    16-bit logits once and keeps the fp32 softmax, which the backward turns into the gradient in
+    place. `fp32-upcast` (PyTorch `F.cross_entropy(logits.float(), ...)`, as torchtitan and
+    llm-foundry call it): a cast to an fp32 copy (read 2, write 4 bytes per logit), log_softmax
+    over it (read 4, write 4; its fp32 output is kept for the backward), and in the backward the
+    nll_loss gradient written dense in fp32 (4), log_softmax's backward (read 4 + 4, write 4) and
+    the cast back to 16 bits (read 4, write 2)."""
     c = _ctx(model, shard)
     v = c.dims.vocab
     norm = _norm(c, "final_norm")
     logits = _gemm(c, "logits", c.t, v, model.hidden, saved=c.ts * model.hidden * c.db)
     ce_stats = c.t * FP32_BYTES
-    fwd = [norm, *_tp_entry_fwd(c, "head_ag"), logits, _mem("ce_max", c.t * v * c.db)]
     ar = (lambda name: [_comm(name, Collective.ALL_REDUCE, Group.TP, ce_stats)] if c.tp_comm else [])
-    fwd += [*ar("ce_max_ar"), *ar("ce_target_ar"),
-            _mem("cross_entropy", c.t * v * (c.db + FP32_BYTES), saved=c.t * v * FP32_BYTES), *ar("ce_sum_ar")]
-    bwd = [_mem("cross_entropy.bwd", c.t * v * (FP32_BYTES + c.db), phase=Phase.BWD_INPUT),
-           *_column_bwd(c, logits, "head_ag"), _mem_bwd(norm)]
+    fwd = [norm, *_tp_entry_fwd(c, "head_ag"), logits]
+    if loss == "fp32-upcast":
+        fwd += [_mem("logits_fp32_cast", c.t * v * (c.db + FP32_BYTES)), *ar("ce_max_ar"), *ar("ce_target_ar"),
+                _mem("log_softmax", c.t * v * 2 * FP32_BYTES, saved=c.t * v * FP32_BYTES), *ar("ce_sum_ar")]
+        bwd = [_mem("nll_loss.bwd", c.t * v * FP32_BYTES, phase=Phase.BWD_INPUT),
+               _mem("log_softmax.bwd", c.t * v * 3 * FP32_BYTES, phase=Phase.BWD_INPUT),
+               _mem("logits_fp32_cast.bwd", c.t * v * (FP32_BYTES + c.db), phase=Phase.BWD_INPUT)]
+    else:
+        fwd += [_mem("ce_max", c.t * v * c.db), *ar("ce_max_ar"), *ar("ce_target_ar"),
+                _mem("cross_entropy", c.t * v * (c.db + FP32_BYTES), saved=c.t * v * FP32_BYTES), *ar("ce_sum_ar")]
+        bwd = [_mem("cross_entropy.bwd", c.t * v * (FP32_BYTES + c.db), phase=Phase.BWD_INPUT)]
+    bwd += [*_column_bwd(c, logits, "head_ag"), _mem_bwd(norm)]
     return FwdBwd(tuple(fwd), tuple(bwd))
 
 
@@ -528,21 +542,27 @@ def layer_activation_bytes(model: ModelConfig, shard: Shard, recompute: Recomput
     return float(kept)
 
 
-def head_activation_bytes(model: ModelConfig, shard: Shard) -> float:
+def head_activation_bytes(model: ModelConfig, shard: Shard, loss: str = "fused-vocab-parallel") -> float:
     """What the final norm, logits and loss keep: the norm input, the logits input and the fp32
-    softmax over the local vocabulary (often the largest single activation)."""
-    return float(sum(o.saved_bytes for o in head_ops(model, shard).forward))
+    softmax (or log-softmax) over the local vocabulary (often the largest single activation)."""
+    return float(sum(o.saved_bytes for o in head_ops(model, shard, loss).forward))
 
 
-def head_transient_bytes(model: ModelConfig, shard: Shard) -> float:
-    """What the loss holds beside its kept tensors while it runs: the 16-bit logits, written by
-    the logits GEMM and read by the loss, which keeps only its fp32 softmax (forward); and the
-    16-bit logits gradient the GEMM's backward reads, after the loss has turned its softmax into
-    the fp32 gradient in place (backward). Megatron-LM
-    megatron/core/tensor_parallel/cross_entropy.py: the forward casts the logits to fp32 and
-    exponentiates and normalises them in place, saving that buffer; the backward writes the
-    gradient into it; autograd hands the GEMM a gradient in the logits' own dtype."""
+def head_transient_bytes(model: ModelConfig, shard: Shard, loss: str = "fused-vocab-parallel") -> float:
+    """What the loss holds beside its kept tensors while it runs.
+
+    fused-vocab-parallel: the 16-bit logits, written by the logits GEMM and read by the loss,
+    which keeps only its fp32 softmax (forward); and the 16-bit logits gradient the GEMM's
+    backward reads, after the loss has turned its softmax into the fp32 gradient in place
+    (backward). Megatron-LM megatron/core/tensor_parallel/cross_entropy.py: the forward casts
+    the logits to fp32 and exponentiates and normalises them in place, saving that buffer; the
+    backward writes the gradient into it; autograd hands the GEMM a gradient in the logits' own
+    dtype.
+    fp32-upcast: besides the 16-bit logits, the fp32 copy log_softmax reads (forward); in the
+    backward the fp32 nll gradient and log_softmax's fp32 input gradient before the cast back."""
     c = _ctx(model, shard)
+    if loss == "fp32-upcast":
+        return float(c.t * c.dims.vocab * (c.db + 2 * FP32_BYTES))
     return float(c.t * c.dims.vocab * c.db)
 
 

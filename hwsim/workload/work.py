@@ -36,6 +36,8 @@ class Work:
     bytes_moved: float = 0.0
     comm: tuple[str, str, float] | None = None  # (collective op, axis, size_bytes)
     overlapped: bool = False   # a collective that runs alongside the next compute work (no data dependence)
+    host_s: float = 0.0        # host CPU time to dispatch it (hwsim.software.host); 0: the host keeps ahead
+    n_kernels: int = 1         # kernels it stands for (a fused work: the sum)
 
 
 def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: str) -> list[Work]:
@@ -97,7 +99,8 @@ def fuse(works: Sequence[Work], name: str) -> list[Work]:
         if run:
             out.append(Work(f"{name}[{run[0].name}..{run[-1].name}]" if len(run) > 1 else run[0].name,
                             run[0].category, duration_s=sum(w.duration_s for w in run),
-                            flop=sum(w.flop for w in run), bytes_moved=sum(w.bytes_moved for w in run)))
+                            flop=sum(w.flop for w in run), bytes_moved=sum(w.bytes_moved for w in run),
+                            host_s=sum(w.host_s for w in run), n_kernels=sum(w.n_kernels for w in run)))
             run.clear()
 
     isolate_next = False
@@ -146,7 +149,9 @@ class LayerWork:
 
 
 def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer: bool, split: bool,
-                granularity: Granularity) -> LayerWork:
+                granularity: Granularity, host=None) -> LayerWork:
+    """`host` (hwsim.software.host.HostPlan, or None for a host that keeps ahead) sets each
+    work's host dispatch time."""
     fwd_ops = O.layer_forward_ops(model, shard, moe_layer, flash=plan.flash)
     bwd_ops = O.layer_backward_ops(model, shard, moe_layer, flash=plan.flash)
     fwd = time_ops(fwd_ops, kernels, plan, "fwd")
@@ -163,6 +168,11 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
         bww = time_ops([o for o in bwd_ops if o.phase == O.Phase.BWD_WEIGHT], kernels, plan, "bwd-weight")
     else:
         bwd, bww = time_ops(bwd_ops, kernels, plan, "bwd"), []
+    if host is not None:
+        fwd = host.apply(fwd, "fwd", per_layer=True)
+        rec = host.apply(rec, "recompute", per_layer=plan.recompute == Recompute.FULL) if rec else rec
+        both = host.apply(bwd + bww, "bwd", per_layer=True)   # the layer's autograd nodes, split or not
+        bwd, bww = both[:len(bwd)], both[len(bwd):]
     if granularity in (Granularity.LAYER, Granularity.STEP):
         fwd, bwd, bww, rec = fuse(fwd, "fwd"), fuse(bwd, "bwd"), fuse(bww, "bwd-weight"), fuse(rec, "recompute")
     act = O.layer_activation_bytes(model, shard, plan.recompute, moe_layer=moe_layer, flash=plan.flash)

@@ -1,0 +1,274 @@
+"""Framework-version profiles: what a training stack does by default, as data with sources.
+
+A profile file, `hwsim/presets/software/<framework>.yaml`, lists the framework's profiles oldest
+first; each starts at a version (`from`) and sets some of the settings below, every value with
+the source it was read from (that version's code or documentation). A scenario's
+`software.version` selects the last profile whose `from` is not later than it, comparing the
+digits as integer tuples ("2024-12" -> (2024, 12), "25.11" -> (25, 11), "0.8.0" -> (0, 8, 0));
+no version selects the newest. A setting the scenario states wins over the profile's; a setting
+neither states takes hwsim's default stack (`DEFAULTS`).
+
+The default stack (no `software` block, or `framework: custom`) is the idealised one hwsim has
+always simulated: FlashAttention-2-class attention, a host that keeps ahead of the GPU, the
+vocab-parallel fused loss, fused elementwise kernels and optimizer, fp32 gradient reduction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hwsim.config.schema import (AttentionKernel, Fp8Recipe, Framework, FsdpMixedPrecision, LossKind, ReduceDtype,
+                                 ScenarioConfig, SelectiveRecompute)
+from hwsim.errors import ConfigError
+
+__all__ = ["effective_scenario", "HostMode", "LossKind", "ReduceDtype", "SoftwareStack", "resolve_software", "load_framework",
+           "known_frameworks", "version_key", "DEFAULTS"]
+
+
+class HostMode(StrEnum):
+    IDEAL = "ideal"        # the host is never behind the GPU (hwsim's default stack)
+    EAGER = "eager"        # eager PyTorch: every op dispatched from Python, autograd in C++
+    COMPILED = "compiled"  # torch.compile: no Python per op, a launcher per (fused) kernel
+    GRAPHS = "graphs"      # CUDA graphs: one launch per captured graph
+
+
+REDUCE_BYTES = {ReduceDtype.FP32: 4, ReduceDtype.BF16: 2, ReduceDtype.FP16: 2}
+
+
+# --- the profile file, validated at the boundary ------------------------------------------
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _setting(kind: Any) -> Any:
+    class Setting(_Closed):
+        value: kind | None
+        source: str = Field(min_length=3)
+    return Setting
+
+
+class ProfileSettings(_Closed):
+    attention: _setting(AttentionKernel) | None = None
+    compile: _setting(bool) | None = None
+    cuda_graphs: _setting(bool) | None = None
+    async_tp: _setting(bool) | None = None
+    fp8_recipe: _setting(Fp8Recipe) | None = None
+    selective_recompute: _setting(SelectiveRecompute) | None = None
+    fsdp_mixed_precision: _setting(FsdpMixedPrecision) | None = None
+    grad_reduce_dtype: _setting(ReduceDtype) | None = None
+    loss: _setting(LossKind) | None = None
+    fused_elementwise: _setting(bool) | None = None
+    optimizer_fused: _setting(bool) | None = None
+    loss_scale_sync: _setting(bool) | None = None
+    host_syncs_per_step: _setting(int) | None = None
+    fsdp_version: _setting(Literal[0, 1, 2]) | None = None
+
+
+class LayerOps(_Closed):
+    """Ops the framework dispatches per transformer layer, counted in its code."""
+
+    forward_kernel_ops: int = Field(ge=0)
+    forward_view_ops: int = Field(0, ge=0)
+    backward_nodes: int = Field(ge=0)
+    checkpoint_forward_extra_ops: int = Field(0, ge=0)
+    checkpoint_backward_extra_ops: int = Field(0, ge=0)
+    source: str = Field(min_length=3)
+
+
+class Profile(_Closed):
+    from_: str = Field(alias="from")
+    code: str = ""
+    settings: ProfileSettings = ProfileSettings()
+    layer_ops: LayerOps | None = None
+
+
+class FrameworkFile(_Closed):
+    framework: Framework
+    description: str = ""
+    profiles: tuple[Profile, ...] = Field(min_length=1)
+
+
+# --- hwsim's default stack ----------------------------------------------------------------
+
+DEFAULT_SOURCE = "hwsim's default stack (neither the scenario nor a framework profile sets it)"
+
+DEFAULTS: dict[str, Any] = {
+    "attention": AttentionKernel.FLASH,
+    "compile": False,
+    "cuda_graphs": False,
+    "async_tp": False,
+    "fp8_recipe": Fp8Recipe.DELAYED,
+    "selective_recompute": SelectiveRecompute.ATTENTION,
+    "fsdp_mixed_precision": None,
+    "grad_reduce_dtype": ReduceDtype.FP32,
+    "loss": LossKind.FUSED,
+    "fused_elementwise": True,
+    "optimizer_fused": True,
+    "loss_scale_sync": False,
+    "host_syncs_per_step": 0,
+    "fsdp_version": 0,
+}
+SCENARIO_SETTINGS = ("compile", "async_tp", "fp8_recipe", "selective_recompute", "fsdp_mixed_precision",
+                     "cuda_graphs", "grad_reduce_dtype", "loss", "optimizer_fused", "loss_scale_sync",
+                     "host_syncs_per_step")
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """'2024-12' -> (2024, 12); '25.11' -> (25, 11); 'core_r0.8.0' -> (0, 8, 0)."""
+    return tuple(int(x) for x in re.findall(r"\d+", version))
+
+
+def _dir():
+    return resources.files("hwsim").joinpath("presets", "software")
+
+
+@cache
+def known_frameworks() -> tuple[str, ...]:
+    folder = _dir()
+    if not folder.is_dir():
+        return ()
+    return tuple(sorted(p.name[:-len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")))
+
+
+@cache
+def load_framework(name: str) -> FrameworkFile | None:
+    if name not in known_frameworks():
+        return None
+    path = f"presets/software/{name}.yaml"
+    try:
+        data = yaml.safe_load(_dir().joinpath(f"{name}.yaml").read_text())
+        parsed = FrameworkFile.model_validate(data)
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"{path} is not a valid framework profile (a bug in hwsim's data): {exc}") from None
+    if parsed.framework.value != name:
+        raise ConfigError(f"{path} names framework {parsed.framework.value!r}; the file name must match")
+    keys = [version_key(p.from_) for p in parsed.profiles]
+    if keys != sorted(keys):
+        raise ConfigError(f"{path}: profiles must be listed oldest first (their `from` versions)")
+    return parsed
+
+
+# --- resolution ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SoftwareStack:
+    """Every setting hwsim simulates a step with, and where each came from."""
+
+    framework: Framework
+    version: str | None
+    profile_from: str | None          # the profile selected, by its `from` version
+    attention: AttentionKernel
+    compile: bool
+    cuda_graphs: bool
+    async_tp: bool
+    fp8_recipe: Fp8Recipe
+    selective_recompute: SelectiveRecompute
+    fsdp_mixed_precision: FsdpMixedPrecision | None
+    grad_reduce_dtype: ReduceDtype
+    loss: LossKind
+    fused_elementwise: bool
+    optimizer_fused: bool
+    loss_scale_sync: bool
+    host_syncs_per_step: int
+    fsdp_version: int
+    layer_ops: Any = None             # hwsim.software.host.LayerOpCounts, or None: one op per kernel
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    host_model: bool = True           # simulation.host_model: False keeps the host ahead (an ablation)
+
+    @property
+    def host_mode(self) -> HostMode:
+        if self.framework == Framework.CUSTOM or not self.host_model:
+            return HostMode.IDEAL
+        if self.cuda_graphs:
+            return HostMode.GRAPHS
+        return HostMode.COMPILED if self.compile else HostMode.EAGER
+
+    @property
+    def grad_reduce_bytes(self) -> int:
+        return REDUCE_BYTES[self.grad_reduce_dtype]
+
+    def settings(self) -> dict[str, Any]:
+        """Setting -> value (JSON-friendly), for summaries and reports."""
+        out: dict[str, Any] = {"framework": self.framework.value, "version": self.version,
+                               "profile": self.profile_from, "host": self.host_mode.value}
+        for name in DEFAULTS:
+            value = getattr(self, name)
+            out[name] = value.value if isinstance(value, StrEnum) else value
+        return out
+
+
+def resolve_software(scenario: ScenarioConfig) -> SoftwareStack:
+    """The settings of `scenario`'s stack: the scenario's own, else its framework version's
+    profile, else hwsim's default stack. `training.attention`, when the scenario writes it,
+    wins over the profile's attention."""
+    sw = scenario.software
+    framework = sw.framework if sw is not None else Framework.CUSTOM
+    version = sw.version if sw is not None else None
+    values: dict[str, Any] = dict(DEFAULTS)
+    sources = {k: DEFAULT_SOURCE for k in DEFAULTS}
+    profile_from = None
+    layer_ops = None
+    spec = load_framework(framework.value) if framework != Framework.CUSTOM else None
+    if spec is not None:
+        profile = _select(spec, version)
+        profile_from = profile.from_
+        if profile.layer_ops is not None:
+            from hwsim.software.host import LayerOpCounts
+            layer_ops = LayerOpCounts(**profile.layer_ops.model_dump(exclude={"source"}))
+            sources["layer_ops"] = f"{framework.value} profile from {profile.from_}: {profile.layer_ops.source}"
+        for name in ProfileSettings.model_fields:
+            setting = getattr(profile.settings, name)
+            if setting is not None and setting.value is not None:
+                values[name] = setting.value
+                sources[name] = f"{framework.value} profile from {profile.from_}: {setting.source}"
+    if sw is not None:
+        for name in SCENARIO_SETTINGS:
+            value = getattr(sw, name)
+            if value is not None:
+                values[name] = value
+                sources[name] = "scenario (software." + name + ")"
+    if "attention" in scenario.training.model_fields_set:
+        values["attention"] = scenario.training.attention
+        sources["attention"] = "scenario (training.attention)"
+    elif values["attention"] == AttentionKernel.FLASH3 and not _has_flash3(scenario):
+        # the profile's cuDNN/FA3-class attention has measured figures on Hopper only
+        values["attention"] = AttentionKernel.FLASH
+        sources["attention"] += (" On this accelerator hwsim has no FlashAttention-3-class figures, so the "
+                                 "FlashAttention-2-class ones stand in.")
+    return SoftwareStack(framework=framework, version=version, profile_from=profile_from, sources=sources,
+                         layer_ops=layer_ops, host_model=scenario.simulation.host_model, **values)
+
+
+def _select(spec: FrameworkFile, version: str | None) -> Profile:
+    if version is None or not version_key(version):
+        return spec.profiles[-1]
+    key = version_key(version)
+    chosen = spec.profiles[0]
+    for profile in spec.profiles:
+        if version_key(profile.from_) <= key:
+            chosen = profile
+    return chosen
+
+
+def effective_scenario(scenario: ScenarioConfig, software: SoftwareStack) -> ScenarioConfig:
+    """`scenario` with the fields its software decides written in (the attention kernel), so
+    that the plan and the kernel model see what the framework runs."""
+    if scenario.training.attention == software.attention:
+        return scenario
+    training = scenario.training.model_copy(update={"attention": software.attention})
+    return scenario.model_copy(update={"training": training})
+
+
+def _has_flash3(scenario: ScenarioConfig) -> bool:
+    from hwsim.hardware.kernels import load_profile, profile_name_for
+    return load_profile(profile_name_for(scenario.cluster.accelerator)).attention_flash3 is not None

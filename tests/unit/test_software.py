@@ -1,0 +1,194 @@
+"""The software stack: profiles resolve with a source per value, the host thread that launches
+kernels (a host-bound step takes the host's time; compile and CUDA graphs remove it), the
+power limit, and the what-ifs over them."""
+
+import copy
+from dataclasses import replace
+
+import pytest
+
+from hwsim.config.loader import scenario_from_mapping
+from hwsim.config.schema import AttentionKernel, Framework
+from hwsim.engine.executor import simulate
+from hwsim.engine.task import Stream, TaskKind
+from hwsim.hardware.kernels import KernelModel
+from hwsim.hardware.power import power_exponent, tensor_throughput_frac
+from hwsim.hardware.topology import build_topology
+from hwsim.simulate import run_step
+from hwsim.software.host import load_host_costs
+from hwsim.software.profiles import (HostMode, load_framework, known_frameworks, resolve_software, version_key,
+                                     ProfileSettings)
+from hwsim.workload.compiler import compile_step
+from tests.conftest import SMALL
+
+TINY = {"layers": 2, "hidden": 64, "heads": 2, "ffn_hidden": 256, "mlp": "gelu", "vocab": 128, "seq_len": 32}
+
+
+def one_gpu(**training):
+    d = copy.deepcopy(SMALL)
+    d["cluster"].update(nodes=1, devices_per_node=1)
+    d["cluster"].pop("inter_node")
+    d["model"] = dict(TINY)
+    d["parallel"] = {"tp": 1, "pp": 1, "dp": 1}
+    d["training"] = {"global_batch": 2, "micro_batch": 1, "precision": "bf16", **training}
+    return scenario_from_mapping(d)
+
+
+def simulate_with(sc, software):
+    topology = build_topology(sc.cluster)
+    kernels = KernelModel(sc.cluster.accelerator, sc.training.attention.value)
+    compiled = compile_step(sc, topology, kernels, fold=True, software=software)
+    trace = simulate(compiled.graph, _network(topology), memory_capacity_bytes=sc.cluster.accelerator.hbm,
+                     n_links=len(topology.links), initial_memory=compiled.initial_memory)
+    return compiled, trace
+
+
+def _network(topology):
+    from hwsim.network.maxmin import MaxMinFair
+    return MaxMinFair(topology.capacity_bytes_per_s)
+
+
+def eager(sc, **changes):
+    """An eager PyTorch stack with one host op per hwsim kernel and no per-step syncs."""
+    base = resolve_software(sc)
+    return replace(base, **{"framework": Framework.PYTORCH_FSDP, "layer_ops": None, "compile": False,
+                            "cuda_graphs": False, "host_syncs_per_step": 0, "loss_scale_sync": False, **changes})
+
+
+def test_host_bound_step_takes_the_hosts_time():
+    """Every kernel of a tiny model is shorter than the next launch: the step is the host's
+    dispatch time of every kernel, plus the last kernel."""
+    sc = one_gpu()
+    costs = load_host_costs()
+    compiled, trace = simulate_with(sc, eager(sc))
+    tasks = compiled.graph.tasks
+    host = [i for i, t in enumerate(tasks) if t.kind is TaskKind.HOST]
+    gpu = [i for i, t in enumerate(tasks) if t.kind is TaskKind.COMPUTE]
+    assert host and all(tasks[i].stream is Stream.HOST for i in host)
+    assert max(tasks[i].duration_s for i in gpu) < costs.forward_op_s   # really host-bound
+    host_total = sum(tasks[i].duration_s for i in host)
+    # one dispatch per kernel: forward ops at forward_op_s, backward nodes at backward_node_s
+    n_fwd = sum(1 for i in gpu if tasks[i].category in ("fwd", "optimizer"))
+    n_bwd = sum(1 for i in gpu if tasks[i].category == "bwd")
+    assert host_total == pytest.approx(n_fwd * costs.forward_op_s + n_bwd * costs.backward_node_s, rel=1e-9)
+    last = max(gpu, key=lambda i: trace.end_s[i])
+    assert trace.makespan_s == pytest.approx(host_total + tasks[last].duration_s, rel=1e-9)
+
+
+def test_compile_and_cuda_graphs_shrink_the_host_time():
+    sc = one_gpu()
+    costs = load_host_costs()
+    steps = {}
+    for name, changes in (("eager", {}), ("compiled", {"compile": True}), ("graphs", {"cuda_graphs": True})):
+        compiled, trace = simulate_with(sc, eager(sc, **changes))
+        tasks = compiled.graph.tasks
+        host = sum(t.duration_s for t in tasks if t.kind is TaskKind.HOST)
+        n_kernels = sum(1 for t in tasks if t.kind is TaskKind.COMPUTE)
+        if name == "compiled":
+            assert host == pytest.approx(n_kernels * costs.kernel_launch_s, rel=1e-9)
+        if name == "graphs":   # one graph per layer (and embedding, head), forward and backward, per micro-batch
+            n_graphs = 2 * 2 * (sc.model.layers + 2)   # 2 micro-batches x (fwd, bwd) x (layers + embedding + head)
+            assert host == pytest.approx(n_graphs * costs.cuda_graph_launch_s, rel=1e-9)
+        steps[name] = trace.makespan_s
+    assert steps["graphs"] < steps["compiled"] < steps["eager"]
+
+
+def test_ideal_host_adds_no_task_and_no_time():
+    sc = one_gpu()
+    custom = resolve_software(sc)
+    assert custom.host_mode == HostMode.IDEAL
+    compiled, trace = simulate_with(sc, custom)
+    assert not any(t.kind is TaskKind.HOST for t in compiled.graph.tasks)
+
+
+def test_host_sync_waits_for_the_gpu():
+    """A per-step sync (loss.item(), grad-norm) makes the optimizer's launch wait for the GPU."""
+    sc = one_gpu()
+    compiled, trace = simulate_with(sc, eager(sc, host_syncs_per_step=1))
+    tasks = compiled.graph.tasks
+    sync = next(i for i, t in enumerate(tasks) if t.kind is TaskKind.HOST and t.name.startswith("host sync"))
+    backward = [i for i, t in enumerate(tasks) if t.kind is TaskKind.COMPUTE and t.category == "bwd"]
+    assert trace.start_s[sync] >= max(trace.end_s[i] for i in backward) - 1e-15
+    assert tasks[sync].duration_s == load_host_costs().host_sync_s
+
+
+def test_host_time_shows_in_breakdown_and_account():
+    sc = one_gpu()
+    res = run_step(scenario_from_mapping({**_dump(sc), "software": {"framework": "pytorch-fsdp"}}))
+    assert res.summary["breakdown"].get("host", 0.0) > 0.5 * res.summary["step_time_s"]
+    assert res.summary["host_busy_s"] > 0
+    from hwsim.analysis.critical_path import Cause
+    from hwsim.analysis.report import bottleneck_account
+    top = bottleneck_account(res).parts[0]
+    assert top.cause is Cause.HOST
+
+
+def _dump(sc):
+    return sc.model_dump(mode="json", exclude_none=True)
+
+
+def test_power_limit_slows_tensor_core_kernels_only():
+    sc = one_gpu()
+    capped = sc.cluster.accelerator.model_copy(update={"power_limit": 500.0})
+    frac = tensor_throughput_frac(capped)
+    assert frac == pytest.approx((500 / 700) ** power_exponent())
+    full, low = KernelModel(sc.cluster.accelerator), KernelModel(capped)
+    big = 8192
+    from hwsim.config.schema import Dtype
+    g_full = full.gemm_time_s(big, big, big, Dtype.BF16) - full.launch_overhead_s
+    g_low = low.gemm_time_s(big, big, big, Dtype.BF16) - low.launch_overhead_s
+    assert g_low == pytest.approx(g_full / frac, rel=1e-6)
+    assert low.memory_time_s(1e9) == full.memory_time_s(1e9)
+    assert tensor_throughput_frac(sc.cluster.accelerator) == 1.0
+
+
+def test_every_profile_value_has_a_source_and_profiles_are_ordered():
+    assert known_frameworks(), "no framework profiles are shipped"
+    for name in known_frameworks():
+        spec = load_framework(name)
+        keys = [version_key(p.from_) for p in spec.profiles]
+        assert keys == sorted(keys)
+        for profile in spec.profiles:
+            for field in ProfileSettings.model_fields:
+                setting = getattr(profile.settings, field)
+                if setting is not None:
+                    assert len(setting.source) >= 10, (name, profile.from_, field)
+            if profile.layer_ops is not None:
+                assert len(profile.layer_ops.source) >= 10
+
+
+def test_scenario_settings_win_over_the_profile_and_are_attributed():
+    sc = one_gpu()
+    for name in known_frameworks():
+        d = {**_dump(sc), "software": {"framework": name, "compile": True}}
+        sw = resolve_software(scenario_from_mapping(d))
+        assert sw.compile is True and sw.sources["compile"].startswith("scenario")
+        assert set(sw.sources) >= {"attention", "grad_reduce_dtype", "loss"}
+
+
+def test_training_attention_written_by_the_scenario_wins():
+    sc = one_gpu(attention="unfused")
+    d = {**_dump(sc), "software": {"framework": "torchtitan"}}
+    sw = resolve_software(scenario_from_mapping(d))
+    assert sw.attention == AttentionKernel.UNFUSED and "training.attention" in sw.sources["attention"]
+
+
+def test_version_selects_the_last_profile_not_later_than_it():
+    assert version_key("2024-12") == (2024, 12) and version_key("25.11") == (25, 11)
+    assert version_key("core_r0.8.0") == (0, 8, 0)
+    for name in known_frameworks():
+        spec = load_framework(name)
+        sc = one_gpu()
+        for profile in spec.profiles:
+            d = {**_dump(sc), "software": {"framework": name, "version": profile.from_}}
+            assert resolve_software(scenario_from_mapping(d)).profile_from == profile.from_
+        newest = resolve_software(scenario_from_mapping({**_dump(sc), "software": {"framework": name}}))
+        assert newest.profile_from == spec.profiles[-1].from_
+
+
+def test_what_if_software_framework_changes_the_step():
+    sc = one_gpu()
+    base = run_step(sc).summary["step_time_s"]
+    eager_step = run_step(scenario_from_mapping(_dump(sc), ["software.framework=pytorch-fsdp"])).summary
+    assert eager_step["step_time_s"] > base
+    assert eager_step["software"]["host"] == "eager"
