@@ -39,13 +39,13 @@ _LEFT_IN, _RIGHT_IN = 3.3, 0.9          # room for row labels, and for the colou
 CATEGORY_COLORS = {
     "fwd": "#4C72B0", "bwd": "#DD8452", "bwd-weight": "#F0B77E", "recompute": "#8172B3",
     "optimizer": "#7F5539", "tp": "#55A868", "cp": "#2A9D8F", "ep": "#B8A43A", "pp": "#C44E52",
-    "dp": "#D17FC0", "host": "#E5C100", "other": "#8C8C8C",
+    "dp": "#D17FC0", "host": "#E5C100", "fsdp": "#9C6644", "other": "#8C8C8C",
 }
 CATEGORY_LABELS = {
     "fwd": "forward", "bwd": "backward", "bwd-weight": "backward (weight grad)",
     "recompute": "recompute", "optimizer": "optimizer", "tp": "tp collective",
     "cp": "cp collective", "ep": "ep all-to-all", "pp": "pp send/recv", "dp": "dp collective",
-    "host": "host dispatch / sync", "other": "other",
+    "host": "host dispatch / sync", "fsdp": "FSDP copy-out", "other": "other",
 }
 STREAM_LABELS = {
     Stream.COMPUTE: "compute", Stream.COMM: "comm (tp/cp/ep)", Stream.P2P: "p2p fwd sends",

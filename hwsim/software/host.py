@@ -12,7 +12,8 @@ Per op, in eager mode (hwsim's ops are kernels; a framework runs more Python ops
     launch kernels and `layer_forward_view_ops` that do not (counted in the framework's code,
     when its profile has the counts; otherwise one op per hwsim kernel), spread over the
     layer's kernels in proportion to their number;
-  * backward: `layer_backward_nodes` autograd nodes at `backward_node_s` each;
+  * backward: the layer's autograd nodes at `backward_node_s` each (AccumulateGrad included),
+    those of Python autograd.Functions at `python_backward_node_s`;
   * full recompute through a checkpoint function adds a Python backward node per layer;
   * a collective's launch (`nccl_launch_s`) is charged to the compute work that follows it.
 Under torch.compile each kernel costs `kernel_launch_s`; under CUDA graphs one graph launch
@@ -90,6 +91,8 @@ class LayerOpCounts:
     forward_kernel_ops: int
     forward_view_ops: int
     backward_nodes: int
+    backward_python_nodes: int = 0
+    accumulate_grad_nodes: int = 0
     checkpoint_forward_extra_ops: int = 0
     checkpoint_backward_extra_ops: int = 0
 
@@ -167,7 +170,8 @@ def _eager_seconds(n_kernels: int, phase: str, costs: HostCosts, counts: LayerOp
         per = costs.backward_node_s if phase == "bwd" else costs.forward_op_s
         seconds = n_kernels * per
     elif phase == "bwd":
-        seconds = counts.backward_nodes * costs.backward_node_s
+        seconds = ((counts.backward_nodes + counts.accumulate_grad_nodes) * costs.backward_node_s
+                   + counts.backward_python_nodes * costs.python_backward_node_s)
     else:
         seconds = counts.forward_kernel_ops * costs.forward_op_s + counts.forward_view_ops * costs.view_op_s
     if checkpointed and phase == "recompute":

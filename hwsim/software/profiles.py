@@ -78,7 +78,9 @@ class LayerOps(_Closed):
 
     forward_kernel_ops: int = Field(ge=0)
     forward_view_ops: int = Field(0, ge=0)
-    backward_nodes: int = Field(ge=0)
+    backward_nodes: int = Field(ge=0)                     # C++ autograd nodes (AccumulateGrad excluded)
+    backward_python_nodes: int = Field(0, ge=0)           # nodes of Python autograd.Functions
+    accumulate_grad_nodes: int = Field(0, ge=0)           # one per parameter tensor
     checkpoint_forward_extra_ops: int = Field(0, ge=0)
     checkpoint_backward_extra_ops: int = Field(0, ge=0)
     source: str = Field(min_length=3)
@@ -237,6 +239,15 @@ def resolve_software(scenario: ScenarioConfig) -> SoftwareStack:
             if value is not None:
                 values[name] = value
                 sources[name] = "scenario (software." + name + ")"
+    mp = values["fsdp_mixed_precision"]
+    if mp is not None and not (sw is not None and sw.grad_reduce_dtype is not None):
+        # Composer's FSDP mixed precision decides the reduce dtype (mosaicml 0.16.4,
+        # composer/trainer/mosaic_fsdp_utils.py get_mixed_precision: DEFAULT reduces in fp32, PURE in the
+        # autocast dtype, FULL in fp32)
+        values["grad_reduce_dtype"] = ReduceDtype.BF16 if mp == FsdpMixedPrecision.PURE else ReduceDtype.FP32
+        sources["grad_reduce_dtype"] = (f"from fsdp_mixed_precision={mp.value} ({sources['fsdp_mixed_precision']}); "
+                                        f"mosaicml 0.16.4 composer/trainer/mosaic_fsdp_utils.py get_mixed_precision: "
+                                        f"DEFAULT reduce_dtype fp32, PURE the autocast dtype, FULL fp32")
     if "attention" in scenario.training.model_fields_set:
         values["attention"] = scenario.training.attention
         sources["attention"] = "scenario (training.attention)"

@@ -79,15 +79,17 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                   fp8=plan.fp8)
     split = split_backward(plan.schedule)
     dense_layers = model.moe.dense_layers if model.moe else model.layers
-    works = {moe: _layer_work(model, shard, plan, kernels, moe, split, granularity, host)
+    recipe = software.fp8_recipe.value
+    works = {moe: _layer_work(model, shard, plan, kernels, moe, split, granularity, host, recipe)
              for moe in ((False, True) if model.moe else (False,))}
 
     def layer_work(layer: int) -> _LayerWork:
         return works[bool(model.moe) and layer >= dense_layers]
 
-    emb_fwd, emb_bwd = (time_ops(x, kernels, plan, c) for x, c in zip(O.embedding_ops(model, shard), ("fwd", "bwd")))
+    emb_fwd, emb_bwd = (time_ops(x, kernels, plan, c, recipe) for x, c in zip(O.embedding_ops(model, shard), ("fwd", "bwd")))
     loss = software.loss.value
-    head_fwd, head_bwd = (time_ops(x, kernels, plan, c) for x, c in zip(O.head_ops(model, shard, loss), ("fwd", "bwd")))
+    head_fwd, head_bwd = (time_ops(x, kernels, plan, c, recipe)
+                          for x, c in zip(O.head_ops(model, shard, loss), ("fwd", "bwd")))
     if host is not None:
         emb_fwd, emb_bwd, head_fwd, head_bwd = (host.apply(w, c) for w, c in
                                                 ((emb_fwd, "fwd"), (emb_bwd, "bwd"), (head_fwd, "fwd"), (head_bwd, "bwd")))
@@ -164,6 +166,19 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         em.memory(devices, TaskKind.ALLOC, lw.param_bytes_local, MemKind.WEIGHTS, f"gathered L{layer}", layer, mb)
         for d in devices:
             em.cursor[d] = tuple(em.cursor.get(d, ())) + tuple(ids)
+        if copy_out:
+            em.compute(devices, copy_out_work(lw.param_bytes_local, f"fsdp2 copy-out L{layer}"), layer, mb, "fsdp")
+
+    # FSDP2 (fully_shard) gathers a unit's parameters into one flat buffer and then copies them out
+    # into the per-parameter tensors on the compute stream (torch/distributed/fsdp/_fully_shard/
+    # _fsdp_param_group.py wait_for_unshard -> _fsdp_collectives.foreach_all_gather_copy_out:
+    # torch.split_with_sizes_copy): a memory-bound kernel reading and writing the gathered bytes.
+    # FSDP1's flat parameter is gathered in place (no copy-out).
+    copy_out = zero3 and software.fsdp_version == 2
+
+    def copy_out_work(n_bytes: float, name: str) -> Work:
+        w = Work(name, "fsdp", duration_s=kernels.memory_time_s(2 * n_bytes), bytes_moved=2 * n_bytes)
+        return host.apply([w], "fwd")[0] if host is not None else w
 
     comm_time_cache: dict[tuple, float] = {}
 
@@ -217,6 +232,9 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
             em.memory(devices, TaskKind.ALLOC, held, MemKind.WEIGHTS, f"gathered {name0}", l0, mb)
             for d in devices:
                 em.cursor[d] = tuple(em.cursor.get(d, ())) + tuple(first_ids)
+            if copy_out:
+                em.compute(devices, copy_out_work(sum(lw.param_bytes_local for lw in lws), f"fsdp2 copy-out {name0}"),
+                           l0, mb, "fsdp")
         if phase == "F":
             em.memory(devices, TaskKind.ALLOC, sum(lw.act_bytes for lw in lws), MemKind.ACTIVATIONS,
                       f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)

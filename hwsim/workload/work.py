@@ -40,8 +40,21 @@ class Work:
     n_kernels: int = 1         # kernels it stands for (a fused work: the sum)
 
 
-def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: str) -> list[Work]:
+# FP8 recipes whose scale comes from the tensor being cast (dynamic scaling) run an amax
+# reduction over it before the cast: one more read of the 16-bit input per element.
+# Transformer Engine Float8CurrentScaling (TE >= 2.2 docs, "current scaling": the amax of the
+# current tensor is computed before quantization) and torchao's tensorwise / rowwise dynamic
+# scaling (torchao/float8/float8_utils.py tensor_to_amax: torch.max(torch.abs(x)), a kernel of its
+# own before the cast; rowwise: the max over each row). Delayed scaling takes the scale from the
+# amax history and records the new amax inside the cast kernel (TE fp8_cast_transpose_fused);
+# MXFP8 and blockwise compute each 32- or 128-element block's scale inside the quantize kernel.
+DYNAMIC_FP8_RECIPES = ("current", "tensorwise", "rowwise")
+
+
+def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: str,
+             fp8_recipe: str = "delayed") -> list[Work]:
     """Give each op its kernel time on this accelerator (collectives keep their spec)."""
+    amax_bytes = 2 if plan.fp8 and fp8_recipe in DYNAMIC_FP8_RECIPES else 0
     gemm_dtype = Dtype.FP8 if plan.fp8 else plan.precision
     act_dtype = Dtype.BF16 if plan.fp8 else plan.precision
     out = []
@@ -58,7 +71,8 @@ def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: st
             m, n, k = op.gemm
             t = kernels.gemm_time_s(m, n, k, gemm_dtype, batch=op.gemm_batch)
             if plan.fp8 and op.phase != O.Phase.BWD_WEIGHT:
-                t += kernels.memory_time_s(_fp8_cast_bytes_per_element(op, producer) * m * k * op.gemm_batch)
+                t += kernels.memory_time_s((_fp8_cast_bytes_per_element(op, producer) + amax_bytes)
+                                           * m * k * op.gemm_batch)
         elif op.kind == O.OpKind.ATTENTION and plan.flash:
             b, h, sq, skv, d, causal = op.attention
             t = kernels.attention_time_s(b, h, sq, skv, d, causal, act_dtype, backward=op.phase != O.Phase.FWD)
@@ -149,25 +163,29 @@ class LayerWork:
 
 
 def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer: bool, split: bool,
-                granularity: Granularity, host=None) -> LayerWork:
+                granularity: Granularity, host=None, fp8_recipe: str = "delayed") -> LayerWork:
     """`host` (hwsim.software.host.HostPlan, or None for a host that keeps ahead) sets each
-    work's host dispatch time."""
+    work's host dispatch time; `fp8_recipe` decides the casts' amax passes."""
     fwd_ops = O.layer_forward_ops(model, shard, moe_layer, flash=plan.flash)
     bwd_ops = O.layer_backward_ops(model, shard, moe_layer, flash=plan.flash)
-    fwd = time_ops(fwd_ops, kernels, plan, "fwd")
+
+    def timed(ops, category: str) -> list[Work]:
+        return time_ops(ops, kernels, plan, category, fp8_recipe)
+
+    fwd = timed(fwd_ops, "fwd")
     if plan.recompute == Recompute.FULL:
-        rec = time_ops(fwd_ops, kernels, plan, "recompute")
+        rec = timed(fwd_ops, "recompute")
     elif plan.recompute == Recompute.SELECTIVE:
         # Korthikanti et al. 2022 §5: selective recompute re-runs the attention core (QKᵀ,
         # softmax, dropout, ·V) in the backward — Megatron-Core's "core_attn" checkpoint
-        rec = time_ops([o for o in fwd_ops if o.kind == O.OpKind.ATTENTION], kernels, plan, "recompute")
+        rec = timed([o for o in fwd_ops if o.kind == O.OpKind.ATTENTION], "recompute")
     else:
         rec = []
     if split:
-        bwd = time_ops([o for o in bwd_ops if o.phase != O.Phase.BWD_WEIGHT], kernels, plan, "bwd")
-        bww = time_ops([o for o in bwd_ops if o.phase == O.Phase.BWD_WEIGHT], kernels, plan, "bwd-weight")
+        bwd = timed([o for o in bwd_ops if o.phase != O.Phase.BWD_WEIGHT], "bwd")
+        bww = timed([o for o in bwd_ops if o.phase == O.Phase.BWD_WEIGHT], "bwd-weight")
     else:
-        bwd, bww = time_ops(bwd_ops, kernels, plan, "bwd"), []
+        bwd, bww = timed(bwd_ops, "bwd"), []
     if host is not None:
         fwd = host.apply(fwd, "fwd", per_layer=True)
         rec = host.apply(rec, "recompute", per_layer=plan.recompute == Recompute.FULL) if rec else rec
@@ -180,5 +198,6 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
              if plan.recompute == Recompute.FULL else 0.0)
     n_local = O.layer_param_count(model, moe_layer, plan.tp, plan.ep)
     return LayerWork(fwd, bwd, bww, rec, act, extra, n_local * shard.dtype_bytes, n_local)
+
 
 
