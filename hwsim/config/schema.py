@@ -60,6 +60,7 @@ class Schedule(StrEnum):
 class AttentionKernel(StrEnum):
     FLASH = "flash"        # fused, no s×s scores in memory (FlashAttention-2 class)
     FLASH3 = "flash3"      # fused, Hopper's asynchronous kernels (FlashAttention-3 / cuDNN fused attention class)
+    FLASH_TRITON = "flash-triton"  # fused, the 2022-23 FlashAttention kernel in Triton (llm-foundry attn_impl: triton)
     UNFUSED = "unfused"    # QKᵀ and PV as batched GEMMs, softmax/mask/dropout over the s×s scores in HBM
 
 
@@ -252,6 +253,7 @@ class SoftwareConfig(_Closed):
     optimizer_fused: bool | None = None
     loss_scale_sync: bool | None = None
     host_syncs_per_step: int | None = Field(None, ge=0)
+    fsdp_version: int | None = Field(None, ge=0, le=2)
 
 
 class NetworkModelKind(StrEnum):

@@ -153,6 +153,15 @@ class AttentionProfile(_Closed):
     sustained: Fraction | None = Field(None, description="as gemm.sustained, for the attention kernel")
 
 
+class RelativeAttention(_Closed):
+    """An attention kernel timed as a fraction of the profile's `attention` (FlashAttention-2
+    class) efficiency, per pass, where only relative measurements exist."""
+
+    kernel: str
+    forward: Fraction
+    backward: Fraction
+
+
 class KernelProfile(_Closed):
     name: str
     description: str
@@ -163,6 +172,8 @@ class KernelProfile(_Closed):
     attention: AttentionProfile
     attention_flash3: AttentionProfile | None = Field(
         None, description="training.attention: flash3 (FlashAttention-3 class), where the architecture has it")
+    attention_triton: RelativeAttention | None = Field(
+        None, description="training.attention: flash-triton (FlashAttention in Triton, 2022-23), relative to attention")
     notes: str = ""
 
 
@@ -251,7 +262,7 @@ class KernelModel:
     __slots__ = ("accelerator", "profile", "launch_overhead_s", "_mem_bytes_per_s", "_n_units",
                  "_rate_dtype", "_peak", "_gemm_eff", "_tiles", "_k_points", "_splits", "_attn",
                  "_attn_points", "_gemm_cache", "_attn_cache", "_gemm_ceiling", "_gemm_sustained",
-                 "_attn_sustained")
+                 "_attn_sustained", "_attn_relative")
 
     def __init__(self, accelerator: AcceleratorConfig, attention: str = "flash"):
         """`attention`: the fused-attention generation whose figures time attention kernels,
@@ -269,6 +280,13 @@ class KernelModel:
                     f"{', '.join(n for n in available_profiles() if load_profile(n).attention_flash3)}. "
                     f"Use training.attention: flash (FlashAttention-2 class) on this accelerator.")
             attn = p.attention_flash3
+        self._attn_relative = (1.0, 1.0)     # (forward, backward) efficiency relative to `attn`
+        if attention == "flash-triton":
+            if p.attention_triton is None:
+                raise ConfigError(
+                    f"training.attention: flash-triton has no figures for the {p.name!r} kernel profile of "
+                    f"accelerator {accelerator.name!r}; use training.attention: flash on this accelerator.")
+            self._attn_relative = (p.attention_triton.forward.value, p.attention_triton.backward.value)
         self.launch_overhead_s: float = p.launch_overhead.value
         self._mem_bytes_per_s = accelerator.hbm_bandwidth * p.memory_efficiency.value
         self._n_units = accelerator.sm_count
@@ -391,7 +409,8 @@ class KernelModel:
         """Achieved fraction of peak of the fused attention kernel (FA FLOP convention)."""
         base = interpolate_log(self._attn_points[backward], head_dim)
         curve = self._attn.causal_seq_curve if causal else self._attn.seq_curve
-        return self._attn_sustained * base * interpolate_log(curve.points, seq_kv)
+        return (self._attn_sustained * self._attn_relative[backward] * base
+                * interpolate_log(curve.points, seq_kv))
 
     def attention_time_s(self, batch: int, heads: int, seq_q: int, seq_kv: int, head_dim: int,
                          causal: bool, dtype: Dtype, backward: bool) -> float:

@@ -121,7 +121,7 @@ DEFAULTS: dict[str, Any] = {
 }
 SCENARIO_SETTINGS = ("compile", "async_tp", "fp8_recipe", "selective_recompute", "fsdp_mixed_precision",
                      "cuda_graphs", "grad_reduce_dtype", "loss", "optimizer_fused", "loss_scale_sync",
-                     "host_syncs_per_step")
+                     "host_syncs_per_step", "fsdp_version")
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -251,11 +251,11 @@ def resolve_software(scenario: ScenarioConfig) -> SoftwareStack:
     if "attention" in scenario.training.model_fields_set:
         values["attention"] = scenario.training.attention
         sources["attention"] = "scenario (training.attention)"
-    elif values["attention"] == AttentionKernel.FLASH3 and not _has_flash3(scenario):
-        # the profile's cuDNN/FA3-class attention has measured figures on Hopper only
+    elif not _has_figures(scenario, values["attention"]):
+        # the profile's kernel class has figures on some architectures only (flash3: Hopper)
+        sources["attention"] += (f" On this accelerator hwsim has no {values['attention'].value} figures, so the "
+                                 f"FlashAttention-2-class ones stand in.")
         values["attention"] = AttentionKernel.FLASH
-        sources["attention"] += (" On this accelerator hwsim has no FlashAttention-3-class figures, so the "
-                                 "FlashAttention-2-class ones stand in.")
     return SoftwareStack(framework=framework, version=version, profile_from=profile_from, sources=sources,
                          layer_ops=layer_ops, host_model=scenario.simulation.host_model, **values)
 
@@ -280,6 +280,8 @@ def effective_scenario(scenario: ScenarioConfig, software: SoftwareStack) -> Sce
     return scenario.model_copy(update={"training": training})
 
 
-def _has_flash3(scenario: ScenarioConfig) -> bool:
+def _has_figures(scenario: ScenarioConfig, attention: AttentionKernel) -> bool:
     from hwsim.hardware.kernels import load_profile, profile_name_for
-    return load_profile(profile_name_for(scenario.cluster.accelerator)).attention_flash3 is not None
+    profile = load_profile(profile_name_for(scenario.cluster.accelerator))
+    return {AttentionKernel.FLASH3: profile.attention_flash3 is not None,
+            AttentionKernel.FLASH_TRITON: profile.attention_triton is not None}.get(attention, True)
