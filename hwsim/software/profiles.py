@@ -63,6 +63,7 @@ class ProfileSettings(_Closed):
     async_tp: _setting(bool) | None = None
     fp8_recipe: _setting(Fp8Recipe) | None = None
     selective_recompute: _setting(SelectiveRecompute) | None = None
+    selective_layer_interval: _setting(int) | None = None
     fsdp_mixed_precision: _setting(FsdpMixedPrecision) | None = None
     grad_reduce_dtype: _setting(ReduceDtype) | None = None
     loss: _setting(LossKind) | None = None
@@ -110,6 +111,7 @@ DEFAULTS: dict[str, Any] = {
     "async_tp": False,
     "fp8_recipe": Fp8Recipe.DELAYED,
     "selective_recompute": SelectiveRecompute.ATTENTION,
+    "selective_layer_interval": 2,
     "fsdp_mixed_precision": None,
     "grad_reduce_dtype": ReduceDtype.FP32,
     "loss": LossKind.FUSED,
@@ -174,6 +176,7 @@ class SoftwareStack:
     async_tp: bool
     fp8_recipe: Fp8Recipe
     selective_recompute: SelectiveRecompute
+    selective_layer_interval: int
     fsdp_mixed_precision: FsdpMixedPrecision | None
     grad_reduce_dtype: ReduceDtype
     loss: LossKind

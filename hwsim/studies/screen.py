@@ -31,7 +31,7 @@ the simulation; use the simulation (hwsim.simulate.run_step) for anything you wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from hwsim.config.schema import Dtype, NetworkModelKind, Recompute, ScenarioConfig, Schedule
@@ -245,9 +245,20 @@ class Estimator:
 
     def _layer(self, plan: Plan, moe: bool) -> _Layer:
         split = split_backward(plan.schedule)
+        selective = self.software.selective_recompute.value
+        if plan.recompute == Recompute.SELECTIVE and selective == "layer":
+            # every k-th layer fully recomputed, the others not: the average layer
+            k = max(self.software.selective_layer_interval, 1)
+            full = self._layer(replace(plan, recompute=Recompute.FULL), moe)
+            none = self._layer(replace(plan, recompute=Recompute.NONE), moe)
+            mix = lambda a, b: tuple((x + (k - 1) * y) / k for x, y in zip(a, b))  # noqa: E731
+            return _Layer(mix(full.fwd, none.fwd), mix(full.bwd, none.bwd), mix(full.recompute, none.recompute),
+                          mix(full.bwd_weight, none.bwd_weight), none.act_bytes, full.recompute_extra_bytes,
+                          full.param_bytes, full.n_params)
         lw = self._cached(("works", moe, split, plan.recompute, self._shape(plan)),
                           lambda: _layer_work(self.model, self._shard(plan), plan, self.kernels, moe, split,
-                                              Granularity.OP, self._host(plan), self.software.fp8_recipe.value))
+                                              Granularity.OP, self._host(plan), self.software.fp8_recipe.value,
+                                              selective))
         return self._cached(
             ("layer", moe, split, plan.recompute, self._shape(plan), self._layout(plan)),
             lambda: _Layer(self._serial(plan, lw.fwd), self._serial(plan, lw.bwd), self._serial(plan, lw.recompute),

@@ -80,11 +80,21 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     split = split_backward(plan.schedule)
     dense_layers = model.moe.dense_layers if model.moe else model.layers
     recipe = software.fp8_recipe.value
-    works = {moe: _layer_work(model, shard, plan, kernels, moe, split, granularity, host, recipe)
-             for moe in ((False, True) if model.moe else (False,))}
+    selective = software.selective_recompute.value
+    # torchtitan's layer-level selective AC: every k-th block fully checkpointed, the others not
+    layer_ac = plan.recompute == Recompute.SELECTIVE and selective == "layer"
+    interval = max(software.selective_layer_interval, 1)
+    variants = {}
+    for ac in ((True, False) if layer_ac else (None,)):
+        p_ac = plan if ac is None else replace(plan, recompute=Recompute.FULL if ac else Recompute.NONE)
+        h_ac = host if host is None or ac is None else replace(host, checkpointed=ac)
+        for moe in ((False, True) if model.moe else (False,)):
+            variants[(moe, ac)] = _layer_work(model, shard, p_ac, kernels, moe, split, granularity, h_ac, recipe,
+                                              selective)
 
     def layer_work(layer: int) -> _LayerWork:
-        return works[bool(model.moe) and layer >= dense_layers]
+        ac = ((layer + 1) % interval == 0) if layer_ac else None
+        return variants[(bool(model.moe) and layer >= dense_layers, ac)]
 
     emb_fwd, emb_bwd = (time_ops(x, kernels, plan, c, recipe) for x, c in zip(O.embedding_ops(model, shard), ("fwd", "bwd")))
     loss = software.loss.value
@@ -200,7 +210,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
             parts = []
             if phase == "F":
                 parts.append(("fwd", [w for lw in lws for w in lw.fwd]))
-            if phase in ("B", "BW") and lws[0].recompute:
+            if phase in ("B", "BW") and any(lw.recompute for lw in lws):
                 parts.append(("recompute", [w for lw in lws for w in lw.recompute]))
             if phase in ("B", "BW"):
                 parts.append(("bwd", [w for lw in lws for w in lw.bwd]))
@@ -238,7 +248,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         if phase == "F":
             em.memory(devices, TaskKind.ALLOC, sum(lw.act_bytes for lw in lws), MemKind.ACTIVATIONS,
                       f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
-        elif phase in ("B", "BW") and lws[0].recompute:
+        elif phase in ("B", "BW") and any(lw.recompute for lw in lws):
             # one layer is recomputed at a time: the transient is the largest layer's
             em.memory(devices, TaskKind.ALLOC, max(lw.recompute_extra_bytes for lw in lws), MemKind.ACTIVATIONS,
                       f"recompute L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
@@ -258,7 +268,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         if gathered and not keep_gathered:
             em.memory(devices, TaskKind.FREE, held, MemKind.WEIGHTS, f"gathered {name0}", l0, mb)
         if phase in ("B", "BW"):
-            extra = max(lw.recompute_extra_bytes for lw in lws) if lws[0].recompute else 0.0
+            extra = max(lw.recompute_extra_bytes for lw in lws) if any(lw.recompute for lw in lws) else 0.0
             em.memory(devices, TaskKind.FREE, sum(lw.act_bytes for lw in lws) + extra,
                       MemKind.ACTIVATIONS, f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
         if zero3 and phase in ("BW", "W") and not keep_gathered:

@@ -4,11 +4,11 @@ screening use. Pure: no SimPy, no task graph."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Sequence
 
-from hwsim.config.schema import Dtype, Recompute
+from hwsim.config.schema import Dtype, MlpKind, Recompute
 from hwsim.hardware.kernels import KernelModel
 from hwsim.workload import ops as O
 from hwsim.workload.plan import Plan
@@ -150,6 +150,41 @@ def serial_seconds(works: Sequence[Work], comm_seconds) -> tuple[float, float, f
     return compute, comm + hidden, flop
 
 
+def _framework_matmuls(model) -> list[tuple[str, float]]:
+    """The layer's forward matmuls as a PyTorch model issues them, in order, each as (the hwsim
+    GEMM it is part of, its share of that GEMM's columns): q, k, v (hwsim's fused qkv), o, then
+    w1, w3, w2 (SwiGLU; torchtitan FeedForward: w2(silu(w1(x)) * w3(x))) or fc1, fc2 (GELU)."""
+    a, kv = model.heads, model.kv_heads or model.heads
+    qkv = [("qkv", a / (a + 2 * kv)), ("qkv", kv / (a + 2 * kv)), ("qkv", kv / (a + 2 * kv)), ("attn_proj", 1.0)]
+    mlp = ([("mlp_gate_up", 0.5), ("mlp_gate_up", 0.5), ("mlp_down", 1.0)] if model.mlp == MlpKind.SWIGLU
+           else [("mlp_up", 1.0), ("mlp_down", 1.0)])
+    return qkv + mlp
+
+
+def op_sac_recompute(fwd: Sequence[Work], model) -> list[Work]:
+    """What torchtitan's per-op selective activation checkpointing re-runs in the backward:
+    every op not in its save list (norms, activations, rotary, residual adds) and every second
+    matmul; attention and the other matmuls are saved (torchtitan 0.1.0
+    torchtitan/models/llama3/infra/parallelize.py _save_list and _custom_policy: "Saves output
+    of all compute ops, except every second mm"). Collectives are not re-run here."""
+    share: dict[str, float] = {}
+    for i, (name, frac) in enumerate(_framework_matmuls(model), start=1):
+        if i % 2 == 0:
+            share[name] = share.get(name, 0.0) + frac
+    gemm_names = {name for name, _ in _framework_matmuls(model)}
+    out = []
+    for w in fwd:
+        if w.comm is not None or w.name == "attn":
+            continue
+        if w.name in gemm_names:
+            f = share.get(w.name, 0.0)
+            if f > 0.0:
+                out.append(replace(w, duration_s=w.duration_s * f, flop=w.flop * f, bytes_moved=w.bytes_moved * f))
+            continue
+        out.append(w)
+    return out
+
+
 @dataclass
 class LayerWork:
     fwd: list[Work]
@@ -163,9 +198,11 @@ class LayerWork:
 
 
 def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer: bool, split: bool,
-                granularity: Granularity, host=None, fp8_recipe: str = "delayed") -> LayerWork:
+                granularity: Granularity, host=None, fp8_recipe: str = "delayed",
+                selective: str = "attention") -> LayerWork:
     """`host` (hwsim.software.host.HostPlan, or None for a host that keeps ahead) sets each
-    work's host dispatch time; `fp8_recipe` decides the casts' amax passes."""
+    work's host dispatch time; `fp8_recipe` decides the casts' amax passes; `selective` is what
+    parallel.recompute: selective re-runs (software.selective_recompute: attention | op)."""
     fwd_ops = O.layer_forward_ops(model, shard, moe_layer, flash=plan.flash)
     bwd_ops = O.layer_backward_ops(model, shard, moe_layer, flash=plan.flash)
 
@@ -175,6 +212,8 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
     fwd = timed(fwd_ops, "fwd")
     if plan.recompute == Recompute.FULL:
         rec = timed(fwd_ops, "recompute")
+    elif plan.recompute == Recompute.SELECTIVE and selective == "op":
+        rec = op_sac_recompute(timed(fwd_ops, "recompute"), model)
     elif plan.recompute == Recompute.SELECTIVE:
         # Korthikanti et al. 2022 §5: selective recompute re-runs the attention core (QKᵀ,
         # softmax, dropout, ·V) in the backward — Megatron-Core's "core_attn" checkpoint

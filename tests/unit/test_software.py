@@ -192,3 +192,79 @@ def test_what_if_software_framework_changes_the_step():
     eager_step = run_step(scenario_from_mapping(_dump(sc), ["software.framework=pytorch-fsdp"])).summary
     assert eager_step["step_time_s"] > base
     assert eager_step["software"]["host"] == "eager"
+
+
+def _llama_one_gpu(**parallel):
+    d = copy.deepcopy(SMALL)
+    d["cluster"].update(nodes=1, devices_per_node=1)
+    d["cluster"].pop("inter_node")
+    d["model"] = {"layers": 4, "hidden": 256, "heads": 4, "kv_heads": 2, "ffn_hidden": 512, "mlp": "swiglu",
+                  "vocab": 256, "seq_len": 128}
+    d["parallel"] = {"tp": 1, "pp": 1, "dp": 1, **parallel}
+    d["training"] = {"global_batch": 2, "micro_batch": 1, "precision": "bf16"}
+    return scenario_from_mapping(d)
+
+
+def _recompute_flop(sc, **software):
+    compiled, _ = simulate_with(sc, replace(resolve_software(sc), **software))
+    return sum(t.flop for t in compiled.graph.tasks if t.kind is TaskKind.COMPUTE and t.category == "recompute")
+
+
+def test_op_level_selective_recompute_reruns_every_second_matmul():
+    """torchtitan's op SAC: q k v o w1 w3 w2 issued in that order; k, o and w3 are re-run, attention is saved."""
+    from hwsim.config.schema import SelectiveRecompute
+    sc = _llama_one_gpu(recompute="selective")
+    m, t = sc.model, sc.model.seq_len   # tokens per micro-batch
+    hd = m.hidden // m.heads
+    k_cols, o_cols, w3_cols = m.kv_heads * hd, m.hidden, m.ffn_hidden
+    per_mb = 2 * t * m.hidden * (k_cols + o_cols + w3_cols)
+    flop = _recompute_flop(sc, selective_recompute=SelectiveRecompute.OP)
+    assert flop == pytest.approx(2 * m.layers * per_mb, rel=1e-9)   # 2 micro-batches, attention not re-run
+
+
+def test_layer_selective_recompute_checkpoints_every_kth_layer():
+    from hwsim.config.schema import SelectiveRecompute
+    full = _recompute_flop(_llama_one_gpu(recompute="full"))
+    for k, share in ((2, 0.5), (4, 0.25), (1, 1.0)):
+        flop = _recompute_flop(_llama_one_gpu(recompute="selective"), selective_recompute=SelectiveRecompute.LAYER,
+                               selective_layer_interval=k)
+        assert flop == pytest.approx(full * share, rel=1e-9)
+
+
+def test_dynamic_fp8_scaling_costs_an_amax_pass():
+    sc = scenario_from_mapping({**_dump(one_gpu()), "training": {"global_batch": 2, "micro_batch": 1,
+                                                                  "precision": "fp8"}})
+    from hwsim.config.schema import Fp8Recipe
+    times = {r: simulate_with(sc, replace(resolve_software(sc), fp8_recipe=r))[1].makespan_s
+             for r in (Fp8Recipe.DELAYED, Fp8Recipe.CURRENT, Fp8Recipe.MXFP8)}
+    assert times[Fp8Recipe.CURRENT] > times[Fp8Recipe.DELAYED] == times[Fp8Recipe.MXFP8]
+
+
+def test_fp32_upcast_loss_moves_more_bytes_and_holds_more_memory():
+    from hwsim.config.schema import LossKind
+    from hwsim.workload import ops as O
+    from hwsim.workload.shard import Shard
+    sc = one_gpu()
+    sh = Shard(micro_batch=1, seq_len=sc.model.seq_len, tp=1, cp=1, ep=1, sequence_parallel=False, dtype_bytes=2,
+               fp8=False)
+    fused, upcast = (O.head_ops(sc.model, sh, k.value) for k in (LossKind.FUSED, LossKind.FP32_UPCAST))
+    logits = sc.model.seq_len * sc.model.vocab
+    mem = lambda ops: sum(o.bytes_moved for o in ops if o.kind == O.OpKind.MEMORY and "norm" not in o.name)  # noqa: E731
+    assert mem(fused.forward) == logits * (2 + 2 + 4) and mem(upcast.forward) == logits * (2 + 4 + 8)
+    assert mem(fused.backward) == logits * 6 and mem(upcast.backward) == logits * (4 + 12 + 6)
+    assert O.head_transient_bytes(sc.model, sh, "fp32-upcast") == logits * (2 + 8)
+
+
+def test_fsdp2_copies_gathered_parameters_out():
+    d = _dump(_llama_one_gpu(zero_stage=3))
+    d["cluster"]["devices_per_node"] = 2
+    d["parallel"]["dp"] = 2
+    sc = scenario_from_mapping(d)
+    for version, expect in ((2, True), (1, False)):
+        compiled, _ = simulate_with(sc, replace(resolve_software(sc), fsdp_version=version))
+        copies = [t for t in compiled.graph.tasks if t.category == "fsdp"]
+        assert bool(copies) == expect
+        if expect:   # one copy-out per gather, reading and writing the gathered bytes
+            gathers = [t for t in compiled.graph.tasks if t.name.startswith("zero3 gather")]
+            assert len(copies) == len(gathers) and all(c.bytes_moved == 2 * g.bytes_moved
+                                                             for c, g in zip(copies, gathers))
