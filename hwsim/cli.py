@@ -52,7 +52,7 @@ def _print_software(s: dict) -> None:
         return
     out_console.print("[bold]software settings used[/bold] (value: where it comes from)")
     for name, source in sources.items():
-        value = sw.get(name, "counted in the framework's code" if name == "layer_ops" else "")
+        value = sw.get(name, "counted in the framework's code" if name in ("layer_ops", "eager_elementwise") else "")
         short = source if len(source) <= 110 else source[:107].rstrip() + "..."
         out_console.print(f"  {name} = {value}: {short}", highlight=False, soft_wrap=True)
 

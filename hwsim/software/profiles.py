@@ -87,11 +87,28 @@ class LayerOps(_Closed):
     source: str = Field(min_length=3)
 
 
+class _EagerOp(_Closed):
+    fwd_kernels: int = Field(ge=1)
+    bwd_kernels: int = Field(ge=1)
+    fwd_ratio: float = Field(gt=0)
+    bwd_ratio: float = Field(gt=0)
+
+
+class EagerElementwiseSpec(_Closed):
+    """What eager PyTorch runs for hwsim's fused elementwise ops (hwsim.software.eager)."""
+
+    norm: _EagerOp | None = None
+    rotary: _EagerOp | None = None
+    act: _EagerOp | None = None
+    source: str = Field(min_length=10)
+
+
 class Profile(_Closed):
     from_: str = Field(alias="from")
     code: str = ""
     settings: ProfileSettings = ProfileSettings()
     layer_ops: LayerOps | None = None
+    eager_elementwise: EagerElementwiseSpec | None = None
 
 
 class FrameworkFile(_Closed):
@@ -186,6 +203,7 @@ class SoftwareStack:
     host_syncs_per_step: int
     fsdp_version: int
     layer_ops: Any = None             # hwsim.software.host.LayerOpCounts, or None: one op per kernel
+    eager_elementwise: Any = None     # hwsim.software.eager.EagerElementwise, or None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     host_model: bool = True           # simulation.host_model: False keeps the host ahead (an ablation)
@@ -197,6 +215,14 @@ class SoftwareStack:
         if self.cuda_graphs:
             return HostMode.GRAPHS
         return HostMode.COMPILED if self.compile else HostMode.EAGER
+
+    @property
+    def unfused_elementwise(self):
+        """The eager elementwise kernels to simulate, or None when they are fused (the framework
+        fuses them, or torch.compile does)."""
+        if self.fused_elementwise or self.compile or self.framework == Framework.CUSTOM:
+            return None
+        return self.eager_elementwise
 
     @property
     def grad_reduce_bytes(self) -> int:
@@ -223,10 +249,17 @@ def resolve_software(scenario: ScenarioConfig) -> SoftwareStack:
     sources = {k: DEFAULT_SOURCE for k in DEFAULTS}
     profile_from = None
     layer_ops = None
+    eager = None
     spec = load_framework(framework.value) if framework != Framework.CUSTOM else None
     if spec is not None:
         profile = _select(spec, version)
         profile_from = profile.from_
+        if profile.eager_elementwise is not None:
+            from hwsim.software.eager import EagerElementwise, EagerOp
+            spec = profile.eager_elementwise
+            eager = EagerElementwise(**{k: EagerOp(**getattr(spec, k).model_dump()) for k in ("norm", "rotary", "act")
+                                        if getattr(spec, k) is not None})
+            sources["eager_elementwise"] = f"{framework.value} profile from {profile.from_}: {spec.source}"
         if profile.layer_ops is not None:
             from hwsim.software.host import LayerOpCounts
             layer_ops = LayerOpCounts(**profile.layer_ops.model_dump(exclude={"source"}))
@@ -260,7 +293,8 @@ def resolve_software(scenario: ScenarioConfig) -> SoftwareStack:
                                  f"FlashAttention-2-class ones stand in.")
         values["attention"] = AttentionKernel.FLASH
     return SoftwareStack(framework=framework, version=version, profile_from=profile_from, sources=sources,
-                         layer_ops=layer_ops, host_model=scenario.simulation.host_model, **values)
+                         layer_ops=layer_ops, eager_elementwise=eager, host_model=scenario.simulation.host_model,
+                         **values)
 
 
 def _select(spec: FrameworkFile, version: str | None) -> Profile:

@@ -32,6 +32,7 @@ from hwsim.hardware.topology import Topology
 from hwsim.network.collectives import CollectiveOp, collective_transfers
 from hwsim.network.maxmin import MaxMinFair
 from hwsim.network.transfer import NetworkModel
+from hwsim.software.eager import unfuse
 from hwsim.software.host import OPTIMIZER_OPS_PER_TENSOR, host_plan
 from hwsim.software.profiles import SoftwareStack, resolve_software
 from hwsim.workload import ops as O
@@ -90,7 +91,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         h_ac = host if host is None or ac is None else replace(host, checkpointed=ac)
         for moe in ((False, True) if model.moe else (False,)):
             variants[(moe, ac)] = _layer_work(model, shard, p_ac, kernels, moe, split, granularity, h_ac, recipe,
-                                              selective)
+                                              selective, software.unfused_elementwise, software.async_tp)
 
     def layer_work(layer: int) -> _LayerWork:
         ac = ((layer + 1) % interval == 0) if layer_ac else None
@@ -98,7 +99,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
 
     emb_fwd, emb_bwd = (time_ops(x, kernels, plan, c, recipe) for x, c in zip(O.embedding_ops(model, shard), ("fwd", "bwd")))
     loss = software.loss.value
-    head_fwd, head_bwd = (time_ops(x, kernels, plan, c, recipe)
+    head_fwd, head_bwd = (unfuse(time_ops(x, kernels, plan, c, recipe), software.unfused_elementwise, kernels)
                           for x, c in zip(O.head_ops(model, shard, loss), ("fwd", "bwd")))
     if host is not None:
         emb_fwd, emb_bwd, head_fwd, head_bwd = (host.apply(w, c) for w, c in

@@ -51,7 +51,7 @@ from hwsim.workload.shard import (Shard, active_param_count, is_moe_layer, layer
 __all__ = [
     "OpKind", "Phase", "Collective", "Group", "Op", "FwdBwd",
     "layer_forward_ops", "layer_backward_ops", "embedding_ops", "head_ops", "optimizer_ops",
-    "layer_activation_bytes", "head_activation_bytes", "head_transient_bytes", "embedding_activation_bytes",
+    "layer_activation_bytes", "op_sac_activation_bytes", "head_activation_bytes", "head_transient_bytes", "embedding_activation_bytes",
     "param_count", "active_param_count", "layer_param_count", "is_moe_layer", "model_flop_per_step",
     "ATTN_BWD_FLOP_RATIO", "ATTN_BWD_RECOMPUTE_RATIO", "FP32_BYTES", "MASK_BYTES",
 ]
@@ -540,6 +540,24 @@ def layer_activation_bytes(model: ModelConfig, shard: Shard, recompute: Recomput
     if recompute == Recompute.SELECTIVE:
         kept -= _attention_internal_saved(c, flash)
     return float(kept)
+
+
+def op_sac_activation_bytes(model: ModelConfig, shard: Shard, moe_layer: bool = False) -> float:
+    """Activation bytes one layer keeps under torchtitan's per-op selective checkpointing (one
+    micro-batch, one device): the block's input and the outputs of the ops it saves — the odd
+    matmuls of q, k, v, o, w1, w3, w2 (q, v, w1, w2), and flash attention's output and fp32
+    logsumexp; everything else is recomputed from them (torchtitan 0.1.0 llama3/infra/
+    parallelize.py _save_list, _custom_policy). A MoE layer's experts are not matmuls of that
+    list (grouped GEMMs): its activations are the dense formula's."""
+    c = _ctx(model, shard)
+    if moe_layer:
+        return layer_activation_bytes(model, shard, Recompute.SELECTIVE, moe_layer=True)
+    d, a, kv = c.dims.head_dim, c.dims.heads, c.dims.kv_heads
+    # q (1st matmul), v (3rd), attention output, w1 / fc1 (5th); SwiGLU's w2 is the 7th (saved),
+    # GELU's fc2 the 6th (recomputed); and the block's input
+    per_token = (a * d + kv * d + a * d + c.dims.ffn) * c.t
+    rows = 2 if model.mlp == MlpKind.SWIGLU else 1
+    return float(per_token * c.db + rows * c.ts * model.hidden * c.db + c.t * a * FP32_BYTES)   # + logsumexp
 
 
 def head_activation_bytes(model: ModelConfig, shard: Shard, loss: str = "fused-vocab-parallel") -> float:

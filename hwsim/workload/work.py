@@ -10,6 +10,7 @@ from typing import Sequence
 
 from hwsim.config.schema import Dtype, MlpKind, Recompute
 from hwsim.hardware.kernels import KernelModel
+from hwsim.software.eager import unfuse
 from hwsim.workload import ops as O
 from hwsim.workload.plan import Plan
 from hwsim.workload.shard import Shard
@@ -185,6 +186,26 @@ def op_sac_recompute(fwd: Sequence[Work], model) -> list[Work]:
     return out
 
 
+def overlap_tp_with_gemms(works: Sequence[Work], gemm_names: set[str]) -> list[Work]:
+    """Async tensor parallelism (torch's micro-pipelined TP in torchtitan, Transformer Engine's
+    tp-comm-overlap in Megatron): with sequence parallelism the all-gather before a
+    column-parallel GEMM and the reduce-scatter after a row-parallel GEMM are decomposed with the
+    GEMM and run under it (torch/distributed/_symmetric_memory fused_all_gather_matmul and
+    fused_matmul_reduce_scatter). A tp collective right before a GEMM hides behind it; one right
+    after a GEMM is issued beside it (moved before it), so the step waits for the longer of the two."""
+    out = list(works)
+    i = 0
+    while i < len(out):
+        w = out[i]
+        if w.comm is not None and w.comm[1] == "tp" and not w.overlapped:
+            if i + 1 < len(out) and out[i + 1].name in gemm_names:
+                out[i] = replace(w, overlapped=True)
+            elif i > 0 and out[i - 1].name in gemm_names:
+                out[i - 1], out[i] = replace(w, overlapped=True), out[i - 1]
+        i += 1
+    return out
+
+
 @dataclass
 class LayerWork:
     fwd: list[Work]
@@ -199,7 +220,7 @@ class LayerWork:
 
 def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer: bool, split: bool,
                 granularity: Granularity, host=None, fp8_recipe: str = "delayed",
-                selective: str = "attention") -> LayerWork:
+                selective: str = "attention", eager=None, async_tp: bool = False) -> LayerWork:
     """`host` (hwsim.software.host.HostPlan, or None for a host that keeps ahead) sets each
     work's host dispatch time; `fp8_recipe` decides the casts' amax passes; `selective` is what
     parallel.recompute: selective re-runs (software.selective_recompute: attention | op)."""
@@ -207,7 +228,7 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
     bwd_ops = O.layer_backward_ops(model, shard, moe_layer, flash=plan.flash)
 
     def timed(ops, category: str) -> list[Work]:
-        return time_ops(ops, kernels, plan, category, fp8_recipe)
+        return unfuse(time_ops(ops, kernels, plan, category, fp8_recipe), eager, kernels)
 
     fwd = timed(fwd_ops, "fwd")
     if plan.recompute == Recompute.FULL:
@@ -225,6 +246,10 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
         bww = timed([o for o in bwd_ops if o.phase == O.Phase.BWD_WEIGHT], "bwd-weight")
     else:
         bwd, bww = timed(bwd_ops, "bwd"), []
+    if async_tp and plan.sequence_parallel and plan.tp > 1:
+        gemms = {o.name for o in (*fwd_ops, *bwd_ops) if o.kind == O.OpKind.GEMM}
+        fwd, rec = overlap_tp_with_gemms(fwd, gemms), overlap_tp_with_gemms(rec, gemms)
+        bwd, bww = overlap_tp_with_gemms(bwd, gemms), overlap_tp_with_gemms(bww, gemms)
     if host is not None:
         fwd = host.apply(fwd, "fwd", per_layer=True)
         rec = host.apply(rec, "recompute", per_layer=plan.recompute == Recompute.FULL) if rec else rec
@@ -232,7 +257,9 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
         bwd, bww = both[:len(bwd)], both[len(bwd):]
     if granularity in (Granularity.LAYER, Granularity.STEP):
         fwd, bwd, bww, rec = fuse(fwd, "fwd"), fuse(bwd, "bwd"), fuse(bww, "bwd-weight"), fuse(rec, "recompute")
-    act = O.layer_activation_bytes(model, shard, plan.recompute, moe_layer=moe_layer, flash=plan.flash)
+    act = (O.op_sac_activation_bytes(model, shard, moe_layer)
+           if plan.recompute == Recompute.SELECTIVE and selective == "op" and plan.flash else
+           O.layer_activation_bytes(model, shard, plan.recompute, moe_layer=moe_layer, flash=plan.flash))
     extra = (O.layer_activation_bytes(model, shard, Recompute.NONE, moe_layer=moe_layer, flash=plan.flash) - act
              if plan.recompute == Recompute.FULL else 0.0)
     n_local = O.layer_param_count(model, moe_layer, plan.tp, plan.ep)

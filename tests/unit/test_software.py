@@ -268,3 +268,17 @@ def test_fsdp2_copies_gathered_parameters_out():
             gathers = [t for t in compiled.graph.tasks if t.name.startswith("zero3 gather")]
             assert len(copies) == len(gathers) and all(c.bytes_moved == 2 * g.bytes_moved
                                                              for c, g in zip(copies, gathers))
+
+
+def test_async_tp_hides_tp_collectives_behind_their_gemms():
+    d = _dump(_llama_one_gpu(tp=4, sequence_parallel=True))
+    d["cluster"]["devices_per_node"] = 4
+    d["model"].update(hidden=2048, heads=16, kv_heads=4, ffn_hidden=8192, seq_len=2048)
+    sc = scenario_from_mapping(d)
+    base = resolve_software(sc)
+    on_c, on = simulate_with(sc, replace(base, async_tp=True))
+    off_c, off = simulate_with(sc, replace(base, async_tp=False))
+    assert on.makespan_s < off.makespan_s
+    # the same collectives and kernels run, only their overlap changes
+    kinds = lambda c: sorted((t.name, t.kind.value) for t in c.graph.tasks)  # noqa: E731
+    assert kinds(on_c) == kinds(off_c)
