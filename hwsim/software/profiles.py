@@ -66,6 +66,7 @@ class ProfileSettings(_Closed):
     selective_layer_interval: _setting(int) | None = None
     fsdp_mixed_precision: _setting(FsdpMixedPrecision) | None = None
     grad_reduce_dtype: _setting(ReduceDtype) | None = None
+    overlap_grad_reduce: _setting(bool) | None = None
     loss: _setting(LossKind) | None = None
     fused_elementwise: _setting(bool) | None = None
     optimizer_fused: _setting(bool) | None = None
@@ -131,6 +132,7 @@ DEFAULTS: dict[str, Any] = {
     "selective_layer_interval": 2,
     "fsdp_mixed_precision": None,
     "grad_reduce_dtype": ReduceDtype.FP32,
+    "overlap_grad_reduce": True,
     "loss": LossKind.FUSED,
     "fused_elementwise": True,
     "optimizer_fused": True,
@@ -196,6 +198,7 @@ class SoftwareStack:
     selective_layer_interval: int
     fsdp_mixed_precision: FsdpMixedPrecision | None
     grad_reduce_dtype: ReduceDtype
+    overlap_grad_reduce: bool
     loss: LossKind
     fused_elementwise: bool
     optimizer_fused: bool
@@ -284,6 +287,9 @@ def resolve_software(scenario: ScenarioConfig) -> SoftwareStack:
         sources["grad_reduce_dtype"] = (f"from fsdp_mixed_precision={mp.value} ({sources['fsdp_mixed_precision']}); "
                                         f"mosaicml 0.16.4 composer/trainer/mosaic_fsdp_utils.py get_mixed_precision: "
                                         f"DEFAULT reduce_dtype fp32, PURE the autocast dtype, FULL fp32")
+    if "overlap_grad_reduce" in scenario.parallel.model_fields_set:
+        values["overlap_grad_reduce"] = scenario.parallel.overlap_grad_reduce
+        sources["overlap_grad_reduce"] = "scenario (parallel.overlap_grad_reduce)"
     if "attention" in scenario.training.model_fields_set:
         values["attention"] = scenario.training.attention
         sources["attention"] = "scenario (training.attention)"
@@ -309,12 +315,16 @@ def _select(spec: FrameworkFile, version: str | None) -> Profile:
 
 
 def effective_scenario(scenario: ScenarioConfig, software: SoftwareStack) -> ScenarioConfig:
-    """`scenario` with the fields its software decides written in (the attention kernel), so
-    that the plan and the kernel model see what the framework runs."""
-    if scenario.training.attention == software.attention:
-        return scenario
-    training = scenario.training.model_copy(update={"attention": software.attention})
-    return scenario.model_copy(update={"training": training})
+    """`scenario` with the fields its software decides written in (the attention kernel, whether
+    the gradient reduction overlaps the backward), so that the plan and the kernel model see
+    what the framework runs."""
+    if scenario.training.attention != software.attention:
+        training = scenario.training.model_copy(update={"attention": software.attention})
+        scenario = scenario.model_copy(update={"training": training})
+    if scenario.parallel.overlap_grad_reduce != software.overlap_grad_reduce:
+        parallel = scenario.parallel.model_copy(update={"overlap_grad_reduce": software.overlap_grad_reduce})
+        scenario = scenario.model_copy(update={"parallel": parallel})
+    return scenario
 
 
 def _has_figures(scenario: ScenarioConfig, attention: AttentionKernel) -> bool:

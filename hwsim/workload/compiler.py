@@ -317,12 +317,18 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                     dp_tasks[stage] += em.collective(
                         stage, devices, "reduce-scatter", "dp", lw.n_params_local * grad_bytes,
                         f"zero3 grad reduce L{layer}", "dp", layer, mb, Stream.DP, advance=False)
+                elif grads_done and last_mb_for_grads and plan.grad_shards > 1 and not overlap_reduce:
+                    deferred.setdefault(stage, []).append(layer)
                 elif grads_done and last_mb_for_grads and plan.grad_shards > 1:
                     bucket.append(layer)
                     if sum(layer_work(x).n_params_local for x in bucket) * grad_bytes >= scenario.parallel.dp_bucket:
                         flush_bucket(stage, devices)
 
     bucket: list[int] = []
+    # parallel.overlap_grad_reduce false (Megatron-LM 2020-21 LocalDDP, DeepSpeed ZeRO 0/1): the
+    # gradients are reduced after the stage's last backward, in one collective over all of them
+    overlap_reduce = scenario.parallel.overlap_grad_reduce
+    deferred: dict[int, list[int]] = {}
 
     def flush_bucket(stage: int, devices) -> None:
         if not bucket:
@@ -449,6 +455,12 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                                  category="dp", bytes_moved=size), deps)
             dp_tasks[0].append(tid)
             dp_tasks[pp - 1].append(tid)
+
+    for s_, layers_ in deferred.items():
+        devices = em.role_devices(s_)
+        n = sum(layer_work(x).n_params_local for x in layers_)
+        dp_tasks[s_] += em.collective(s_, devices, dp_op, "dp", n * grad_bytes, f"dp grad {dp_op} (after the backward)",
+                                      "dp", layers_[0], -1, Stream.DP, advance=False)
 
     # Optimizer step on each stage once its gradients are reduced.
     initial: dict[int, dict[MemKind, float]] = {}

@@ -282,3 +282,23 @@ def test_async_tp_hides_tp_collectives_behind_their_gemms():
     # the same collectives and kernels run, only their overlap changes
     kinds = lambda c: sorted((t.name, t.kind.value) for t in c.graph.tasks)  # noqa: E731
     assert kinds(on_c) == kinds(off_c)
+
+
+def test_gradient_reduction_after_the_backward_when_not_overlapped():
+    d = _dump(_llama_one_gpu())
+    d["cluster"]["devices_per_node"] = 4
+    d["parallel"]["dp"] = 4
+    d["training"]["global_batch"] = 8
+    results = {}
+    for overlap in (True, False):
+        sc = scenario_from_mapping({**d, "parallel": {**d["parallel"], "overlap_grad_reduce": overlap,
+                                                      "dp_bucket": "1 KB"}})   # a bucket per layer
+        compiled, trace = simulate_with(sc, resolve_software(sc))
+        tasks = compiled.graph.tasks
+        reduces = [i for i, t in enumerate(tasks) if t.name.startswith("dp grad")]
+        last_bwd = max(trace.end_s[i] for i, t in enumerate(tasks) if t.category == "bwd")
+        results[overlap] = (len(reduces), min(trace.start_s[i] for i in reduces), last_bwd, trace.makespan_s)
+    n_off, start_off, bwd_off, _ = results[False]
+    assert n_off == 1 and start_off >= bwd_off - 1e-15          # one reduction, after the last backward
+    assert results[True][1] < results[True][2]                   # overlapped: starts during the backward
+    assert results[False][3] >= results[True][3]
