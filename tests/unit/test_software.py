@@ -302,3 +302,15 @@ def test_gradient_reduction_after_the_backward_when_not_overlapped():
     assert n_off == 1 and start_off >= bwd_off - 1e-15          # one reduction, after the last backward
     assert results[True][1] < results[True][2]                   # overlapped: starts during the backward
     assert results[False][3] >= results[True][3]
+
+
+def test_eager_elementwise_runs_the_frameworks_kernels_unless_compiled():
+    d = {**_dump(_llama_one_gpu()), "software": {"framework": "torchtitan", "version": "2024-12", "compile": False}}
+    sc = scenario_from_mapping(d)
+    spec = resolve_software(sc).unfused_elementwise
+    assert spec is not None and spec.norm.fwd_kernels > 1
+    eager, _ = simulate_with(sc, resolve_software(sc))
+    compiled, _ = simulate_with(sc, replace(resolve_software(sc), compile=True))
+    norm = lambda c: [t for t in c.graph.tasks if t.name == "attn_norm"]  # noqa: E731
+    assert norm(eager)[0].bytes_moved == pytest.approx(spec.norm.fwd_ratio * norm(compiled)[0].bytes_moved)
+    assert norm(eager)[0].duration_s > norm(compiled)[0].duration_s
