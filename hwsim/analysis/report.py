@@ -134,9 +134,14 @@ def _comm_advice(part: PathPart, result, share: str) -> str:
                          f"fewer data-parallel ranks across nodes or a larger batch per rank")
         else:
             if not sc.parallel.overlap_grad_reduce:
-                ideas.append("overlap the reduction with the backward (parallel.overlap_grad_reduce: true)")
-            ideas.append(f"larger buckets overlap it better (parallel.dp_bucket, now "
-                         f"{units.fmt_bytes(sc.parallel.dp_bucket, binary=False, precision=3)})")
+                sw = result.compiled.software
+                who = (f"; {sw.framework.value} reduces after the backward, so this needs a stack that overlaps it"
+                       if sw is not None and sw.framework.value != "custom" and
+                       "scenario" not in sw.sources.get("overlap_grad_reduce", "") else "")
+                ideas.append(f"overlap the reduction with the backward (parallel.overlap_grad_reduce: true{who})")
+            else:
+                ideas.append(f"larger buckets overlap it better (parallel.dp_bucket, now "
+                             f"{units.fmt_bytes(sc.parallel.dp_bucket, binary=False, precision=3)})")
         if plan.zero_stage == 3 and plan.pp == 1:
             ideas.append("ZeRO-3 gathers parameters every micro-batch: zero_stage 1 or 2 if memory allows")
         ideas.append(f"{faster} shortens it")
