@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Sequence
 
 from hwsim.config.schema import Dtype, MlpKind, Recompute
-from hwsim.hardware.kernels import KernelModel
+from hwsim.hardware.kernels import DTYPE_BYTES, KernelModel
 from hwsim.software.eager import unfuse
 from hwsim.workload import ops as O
 from hwsim.workload.plan import Plan
@@ -76,7 +76,15 @@ def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: st
                                            * m * k * op.gemm_batch)
         elif op.kind == O.OpKind.ATTENTION and plan.flash:
             b, h, sq, skv, d, causal = op.attention
-            t = kernels.attention_time_s(b, h, sq, skv, d, causal, act_dtype, backward=op.phase != O.Phase.FWD)
+            steps = plan.cp if skv > sq else 1
+            # ring attention (context parallelism: Transformer Engine's AttnFuncWithCPAndKVP2P,
+            # torch's _templated_ring_attention) calls the kernel once per ring step on the local
+            # queries against one KV block of s/cp, and merges each step's partial output by its
+            # logsumexp (read the running and the new output and lse, write the output)
+            t = steps * kernels.attention_time_s(b, h, sq, skv // steps, d, causal, act_dtype,
+                                                 backward=op.phase != O.Phase.FWD)
+            if steps > 1 and op.phase == O.Phase.FWD:
+                t += (steps - 1) * kernels.memory_time_s(3 * b * h * sq * (d * DTYPE_BYTES[act_dtype] + 4))
         elif op.kind == O.OpKind.ATTENTION:
             # unfused: QKᵀ and PV as batched GEMMs (backward: four of them), the s×s scores'
             # softmax, mask and dropout as memory-bound kernels (bytes from the op)
