@@ -67,6 +67,7 @@ class ProfileSettings(_Closed):
     fsdp_mixed_precision: _setting(FsdpMixedPrecision) | None = None
     grad_reduce_dtype: _setting(ReduceDtype) | None = None
     overlap_grad_reduce: _setting(bool) | None = None
+    p2p_sync: _setting(bool) | None = None
     loss: _setting(LossKind) | None = None
     fused_elementwise: _setting(bool) | None = None
     optimizer_fused: _setting(bool) | None = None
@@ -133,6 +134,7 @@ DEFAULTS: dict[str, Any] = {
     "fsdp_mixed_precision": None,
     "grad_reduce_dtype": ReduceDtype.FP32,
     "overlap_grad_reduce": True,
+    "p2p_sync": False,
     "loss": LossKind.FUSED,
     "fused_elementwise": True,
     "optimizer_fused": True,
@@ -199,6 +201,7 @@ class SoftwareStack:
     fsdp_mixed_precision: FsdpMixedPrecision | None
     grad_reduce_dtype: ReduceDtype
     overlap_grad_reduce: bool
+    p2p_sync: bool                    # the host waits for the GPU after every pipeline send/recv
     loss: LossKind
     fused_elementwise: bool
     optimizer_fused: bool

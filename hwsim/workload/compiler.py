@@ -154,6 +154,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                                       transfers=em.transfers("send-recv", "pp", stage_from, p2p_bytes, groups),
                                       category="pp", micro_batch=key[1], bytes_moved=p2p_bytes), deps))
         p2p[key] = ids
+        if p2p_sync:
+            em.host_sync(devices, host.costs.host_sync_s, f"p2p sync after send {key[0]} mb{key[1]}", deps=ids)
 
     def receive(key: tuple[str, int, int], devices: tuple[int, ...]) -> None:
         ids = p2p.pop(key)
@@ -167,6 +169,13 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
             by_dst = {graph.tasks[i].devices[1]: i for i in ids}
             for d in devices:
                 em.cursor[d] = tuple(em.cursor.get(d, ())) + (by_dst[d],)
+        if p2p_sync:
+            em.host_sync(devices, host.costs.host_sync_s, f"p2p sync after recv {key[0]} mb{key[1]}")
+
+    # Megatron-LM 2021's pipeline p2p (megatron/p2p_communication.py _communicate) waits on its
+    # requests and then calls torch.cuda.synchronize(): the host dispatches nothing more until
+    # the GPU has finished everything issued, the transfer included
+    p2p_sync = host is not None and software.p2p_sync
 
     def gather(stage: int, devices, lw: _LayerWork, layer: int, mb: int, history: list) -> None:
         """ZeRO-3/FSDP: all-gather a layer's parameters, prefetched while the layer before the

@@ -314,3 +314,19 @@ def test_eager_elementwise_runs_the_frameworks_kernels_unless_compiled():
     norm = lambda c: [t for t in c.graph.tasks if t.name == "attn_norm"]  # noqa: E731
     assert norm(eager)[0].bytes_moved == pytest.approx(spec.norm.fwd_ratio * norm(compiled)[0].bytes_moved)
     assert norm(eager)[0].duration_s > norm(compiled)[0].duration_s
+
+
+def test_p2p_sync_makes_the_host_wait_for_each_pipeline_transfer():
+    d = _dump(_llama_one_gpu(pp=2))
+    d["cluster"]["devices_per_node"] = 2
+    d["training"]["global_batch"] = 4
+    sc = scenario_from_mapping(d)
+    base = eager(sc)
+    synced, trace = simulate_with(sc, replace(base, p2p_sync=True))
+    plain, _ = simulate_with(sc, replace(base, p2p_sync=False))
+    tasks = synced.graph.tasks
+    syncs = [i for i, t in enumerate(tasks) if t.name.startswith("p2p sync after send")]
+    sends = [i for i, t in enumerate(tasks) if t.name.startswith("send ")]
+    assert syncs and not any(t.name.startswith("p2p sync") for t in plain.graph.tasks)
+    for i in syncs:   # every sync starts after a send it waited for has ended
+        assert any(trace.end_s[j] <= trace.start_s[i] + 1e-15 for j in synced.graph.preds[i] if j in sends)
