@@ -266,9 +266,30 @@ def report_markdown(result, account: PathAccount | None = None,
               "exposed communication, then waiting).", "", "| part | time | share |", "| --- | --- | --- |"]
     for key, seconds in sorted(summary["breakdown"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {key} | {units.fmt_time(seconds)} | {_pct(seconds, step)} |")
+    lines += _software_lines(summary)
     if pictures:
         lines += ["", "## Pictures", ""] + [f"![{name}]({name})" for name in pictures]
     return "\n".join(lines) + "\n"
+
+
+def _software_lines(summary: dict[str, Any]) -> list[str]:
+    """The software settings the step was simulated with, each with its source, and the host
+    thread's share: what the framework, not the hardware, costs."""
+    sw, sources = summary.get("software"), summary.get("software_sources") or {}
+    if not sw:
+        return []
+    step = summary["step_time_s"]
+    host_wait = summary["breakdown"].get("host", 0.0)
+    lines = ["", "## Software stack", "",
+             f"{sw['framework']}{' ' + sw['version'] if sw.get('version') else ''}"
+             f"{' (profile from ' + sw['profile'] + ')' if sw.get('profile') else ''}; host dispatch: {sw['host']}. "
+             f"The host thread was busy {units.fmt_time(summary.get('host_busy_s', 0.0))}; the GPU waited for it "
+             f"{units.fmt_time(host_wait)} ({_pct(host_wait, step)} of the step).", "",
+             "| setting | value | source |", "| --- | --- | --- |"]
+    for name, source in sources.items():
+        value = sw.get(name, "counted in the framework's code")
+        lines.append(f"| {name} | {value} | {source.replace('|', '/')} |")
+    return lines
 
 
 def _words_parts(account: PathAccount, step: float) -> list[PathPart]:

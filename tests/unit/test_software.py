@@ -330,3 +330,14 @@ def test_p2p_sync_makes_the_host_wait_for_each_pipeline_transfer():
     assert syncs and not any(t.name.startswith("p2p sync") for t in plain.graph.tasks)
     for i in syncs:   # every sync starts after a send it waited for has ended
         assert any(trace.end_s[j] <= trace.start_s[i] + 1e-15 for j in synced.graph.preds[i] if j in sends)
+
+
+def test_report_lists_the_software_settings_with_their_sources():
+    from hwsim.analysis.report import report_markdown
+    res = run_step(scenario_from_mapping({**_dump(one_gpu()), "software": {"framework": "megatron-lm",
+                                                                           "version": "2021-04"}}))
+    md = report_markdown(res)
+    assert "## Software stack" in md and "megatron-lm 2021-04 (profile from 2021-04)" in md
+    for name, source in res.summary["software_sources"].items():
+        assert f"| {name} |" in md
+    assert "p2p_communication.py" in md        # a source, not only a value
