@@ -341,3 +341,16 @@ def test_report_lists_the_software_settings_with_their_sources():
     for name, source in res.summary["software_sources"].items():
         assert f"| {name} |" in md
     assert "p2p_communication.py" in md        # a source, not only a value
+
+
+def test_host_advice_prints_the_simulated_effect_of_cuda_graphs():
+    from hwsim import units
+    from hwsim.analysis.critical_path import Cause
+    from hwsim.analysis.report import advice, bottleneck_account
+    d = {**_dump(one_gpu()), "software": {"framework": "megatron-deepspeed"}}
+    res = run_step(scenario_from_mapping(d))
+    host = next(p for p in bottleneck_account(res).parts if p.cause is Cause.HOST)
+    text = advice(host, res)
+    graphs = run_step(scenario_from_mapping(d, ["software.cuda_graphs=true"])).summary["step_time_s"]
+    assert f"hwsim predicts {units.fmt_time(graphs)} per step" in text
+    assert graphs < res.summary["step_time_s"]
