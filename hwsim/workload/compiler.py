@@ -17,6 +17,11 @@ device, with lock-step peers emitted instruction by instruction.
 Tasks are issued in one global order that respects every data dependency (a topological merge
 of the stages' schedules), so every stream's in-order list agrees with every other's and a
 rendezvous can never deadlock.
+
+The module is longer than our ~400 lines: compile_step's closures (send, receive, gather,
+run_layers, the issue loop) share one emitter's cursors and the step's bookkeeping; what does not
+need that state lives in work.py (ops timed, per-layer work under a software stack) and
+emitter.py (tasks issued).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from hwsim.workload.schedules import Action, chunk_layers, pipeline_schedule, sp
 from hwsim.workload.emitter import AXIS_STREAM as _AXIS_STREAM, Emitter as _Emitter
 from hwsim.workload.shard import Shard
 from hwsim.workload.work import (GRAD_REDUCE_BYTES, Granularity, LayerWork as _LayerWork, Work, fuse,  # noqa: F401
-                                 layer_work as _layer_work, serial_seconds, time_ops)
+                                 layer_work as _layer_work, per_layer_work, serial_seconds, time_ops)
 
 
 @dataclass
@@ -79,23 +84,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                   sequence_parallel=plan.sequence_parallel, dtype_bytes=4 if plan.precision == Dtype.FP32 else 2,
                   fp8=plan.fp8)
     split = split_backward(plan.schedule)
-    dense_layers = model.moe.dense_layers if model.moe else model.layers
     recipe = software.fp8_recipe.value
-    selective = software.selective_recompute.value
-    # torchtitan's layer-level selective AC: every k-th block fully checkpointed, the others not
-    layer_ac = plan.recompute == Recompute.SELECTIVE and selective == "layer"
-    interval = max(software.selective_layer_interval, 1)
-    variants = {}
-    for ac in ((True, False) if layer_ac else (None,)):
-        p_ac = plan if ac is None else replace(plan, recompute=Recompute.FULL if ac else Recompute.NONE)
-        h_ac = host if host is None or ac is None else replace(host, checkpointed=ac)
-        for moe in ((False, True) if model.moe else (False,)):
-            variants[(moe, ac)] = _layer_work(model, shard, p_ac, kernels, moe, split, granularity, h_ac, recipe,
-                                              selective, software.unfused_elementwise, software.async_tp)
-
-    def layer_work(layer: int) -> _LayerWork:
-        ac = ((layer + 1) % interval == 0) if layer_ac else None
-        return variants[(bool(model.moe) and layer >= dense_layers, ac)]
+    layer_work = per_layer_work(model, shard, plan, kernels, split, granularity, host, software)
 
     emb_fwd, emb_bwd = (time_ops(x, kernels, plan, c, recipe) for x, c in zip(O.embedding_ops(model, shard), ("fwd", "bwd")))
     loss = software.loss.value

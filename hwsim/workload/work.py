@@ -275,3 +275,27 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
 
 
 
+
+
+def per_layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, split: bool, granularity: Granularity,
+                   host, software):
+    """layer index -> its LayerWork under the resolved software stack (hwsim.software.profiles
+    .SoftwareStack): dense or MoE, and with torchtitan's layer-level selective checkpointing
+    every k-th block fully checkpointed and the others not."""
+    selective = software.selective_recompute.value
+    layer_ac = plan.recompute == Recompute.SELECTIVE and selective == "layer"
+    interval = max(software.selective_layer_interval, 1)
+    dense_layers = model.moe.dense_layers if model.moe else model.layers
+    variants = {}
+    for ac in ((True, False) if layer_ac else (None,)):
+        p_ac = plan if ac is None else replace(plan, recompute=Recompute.FULL if ac else Recompute.NONE)
+        h_ac = host if host is None or ac is None else replace(host, checkpointed=ac)
+        for moe in ((False, True) if model.moe else (False,)):
+            variants[(moe, ac)] = layer_work(model, shard, p_ac, kernels, moe, split, granularity, h_ac,
+                                             software.fp8_recipe.value, selective, software.unfused_elementwise,
+                                             software.async_tp)
+
+    def work_of(layer: int) -> LayerWork:
+        ac = ((layer + 1) % interval == 0) if layer_ac else None
+        return variants[(bool(model.moe) and layer >= dense_layers, ac)]
+    return work_of
