@@ -62,6 +62,7 @@ class ProfileSettings(_Closed):
     cuda_graphs: _setting(bool) | None = None
     async_tp: _setting(bool) | None = None
     fp8_recipe: _setting(Fp8Recipe) | None = None
+    fp8_output_layer: _setting(bool) | None = None
     selective_recompute: _setting(SelectiveRecompute) | None = None
     selective_layer_interval: _setting(int) | None = None
     fsdp_mixed_precision: _setting(FsdpMixedPrecision) | None = None
@@ -129,6 +130,7 @@ DEFAULTS: dict[str, Any] = {
     "cuda_graphs": False,
     "async_tp": False,
     "fp8_recipe": Fp8Recipe.DELAYED,
+    "fp8_output_layer": True,
     "selective_recompute": SelectiveRecompute.ATTENTION,
     "selective_layer_interval": 2,
     "fsdp_mixed_precision": None,
@@ -196,6 +198,7 @@ class SoftwareStack:
     cuda_graphs: bool
     async_tp: bool
     fp8_recipe: Fp8Recipe
+    fp8_output_layer: bool            # the logits GEMM runs in FP8 too under training.precision: fp8
     selective_recompute: SelectiveRecompute
     selective_layer_interval: int
     fsdp_mixed_precision: FsdpMixedPrecision | None

@@ -89,7 +89,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
 
     emb_fwd, emb_bwd = (time_ops(x, kernels, plan, c, recipe) for x, c in zip(O.embedding_ops(model, shard), ("fwd", "bwd")))
     loss = software.loss.value
-    head_fwd, head_bwd = (unfuse(time_ops(x, kernels, plan, c, recipe), software.unfused_elementwise, kernels)
+    head_fwd, head_bwd = (unfuse(time_ops(x, kernels, plan, c, recipe, software.fp8_output_layer),
+                                 software.unfused_elementwise, kernels)
                           for x, c in zip(O.head_ops(model, shard, loss), ("fwd", "bwd")))
     if host is not None:
         emb_fwd, emb_bwd, head_fwd, head_bwd = (host.apply(w, c) for w, c in

@@ -53,10 +53,13 @@ DYNAMIC_FP8_RECIPES = ("current", "tensorwise", "rowwise")
 
 
 def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: str,
-             fp8_recipe: str = "delayed") -> list[Work]:
-    """Give each op its kernel time on this accelerator (collectives keep their spec)."""
-    amax_bytes = 2 if plan.fp8 and fp8_recipe in DYNAMIC_FP8_RECIPES else 0
-    gemm_dtype = Dtype.FP8 if plan.fp8 else plan.precision
+             fp8_recipe: str = "delayed", fp8_gemms: bool = True) -> list[Work]:
+    """Give each op its kernel time on this accelerator (collectives keep their spec).
+    `fp8_gemms` False runs these GEMMs in 16 bits under an fp8 plan (a layer the framework
+    leaves out of FP8, such as Megatron's output layer)."""
+    fp8 = plan.fp8 and fp8_gemms
+    amax_bytes = 2 if fp8 and fp8_recipe in DYNAMIC_FP8_RECIPES else 0
+    gemm_dtype = Dtype.FP8 if fp8 else plan.precision
     act_dtype = Dtype.BF16 if plan.fp8 else plan.precision
     out = []
     before = ""          # the compute op before this one (collectives skipped): who wrote its input
@@ -71,7 +74,7 @@ def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: st
         if op.kind == O.OpKind.GEMM:
             m, n, k = op.gemm
             t = kernels.gemm_time_s(m, n, k, gemm_dtype, batch=op.gemm_batch)
-            if plan.fp8 and op.phase != O.Phase.BWD_WEIGHT:
+            if fp8 and op.phase != O.Phase.BWD_WEIGHT:
                 t += kernels.memory_time_s((_fp8_cast_bytes_per_element(op, producer) + amax_bytes)
                                            * m * k * op.gemm_batch)
         elif op.kind == O.OpKind.ATTENTION and plan.flash:

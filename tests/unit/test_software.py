@@ -354,3 +354,14 @@ def test_host_advice_prints_the_simulated_effect_of_cuda_graphs():
     graphs = run_step(scenario_from_mapping(d, ["software.cuda_graphs=true"])).summary["step_time_s"]
     assert f"hwsim predicts {units.fmt_time(graphs)} per step" in text
     assert graphs < res.summary["step_time_s"]
+
+
+def test_output_layer_outside_fp8_runs_its_gemm_in_16_bits():
+    d = _dump(_llama_one_gpu())
+    d["training"]["precision"] = "fp8"
+    sc = scenario_from_mapping(d)
+    logits = {}
+    for flag in (True, False):
+        compiled, _ = simulate_with(sc, replace(resolve_software(sc), fp8_output_layer=flag))
+        logits[flag] = next(t.duration_s for t in compiled.graph.tasks if t.name == "logits" and t.kind is TaskKind.COMPUTE)
+    assert logits[False] > logits[True]
