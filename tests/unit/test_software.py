@@ -359,6 +359,7 @@ def test_host_advice_prints_the_simulated_effect_of_cuda_graphs():
 def test_output_layer_outside_fp8_runs_its_gemm_in_16_bits():
     d = _dump(_llama_one_gpu())
     d["training"]["precision"] = "fp8"
+    d["model"].update(hidden=4096, heads=32, kv_heads=8, ffn_hidden=14336, vocab=128256, seq_len=4096, layers=1)
     sc = scenario_from_mapping(d)
     logits = {}
     for flag in (True, False):
