@@ -59,8 +59,8 @@ def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: st
     leaves out of FP8, such as Megatron's output layer)."""
     fp8 = plan.fp8 and fp8_gemms
     amax_bytes = 2 if fp8 and fp8_recipe in DYNAMIC_FP8_RECIPES else 0
-    gemm_dtype = Dtype.FP8 if fp8 else plan.precision
     act_dtype = Dtype.BF16 if plan.fp8 else plan.precision
+    gemm_dtype = Dtype.FP8 if fp8 else act_dtype
     out = []
     before = ""          # the compute op before this one (collectives skipped): who wrote its input
     for i, op in enumerate(ops):
