@@ -73,6 +73,7 @@ class ProfileSettings(_Closed):
     fused_elementwise: _setting(bool) | None = None
     optimizer_fused: _setting(bool) | None = None
     loss_scale_sync: _setting(bool) | None = None
+    overflow_check: _setting(Literal["fused", "per-tensor"]) | None = None
     host_syncs_per_step: _setting(int) | None = None
     fsdp_version: _setting(Literal[0, 1, 2]) | None = None
 
@@ -141,6 +142,7 @@ DEFAULTS: dict[str, Any] = {
     "fused_elementwise": True,
     "optimizer_fused": True,
     "loss_scale_sync": False,
+    "overflow_check": "fused",
     "host_syncs_per_step": 0,
     "fsdp_version": 0,
 }
@@ -209,6 +211,7 @@ class SoftwareStack:
     fused_elementwise: bool
     optimizer_fused: bool
     loss_scale_sync: bool
+    overflow_check: str               # fp16 inf/nan check: fused (one pass) | per-tensor (a host read per tensor)
     host_syncs_per_step: int
     fsdp_version: int
     layer_ops: Any = None             # hwsim.software.host.LayerOpCounts, or None: one op per kernel

@@ -462,6 +462,23 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         dp_tasks[s_] += em.collective(s_, devices, dp_op, "dp", n * grad_bytes, f"dp grad {dp_op} (after the backward)",
                                       "dp", layers_[0], -1, Stream.DP, advance=False)
 
+    def overflow_check_per_tensor(stage: int, devices, n_local: float) -> None:
+        """DeepSpeed's fp16 optimizer checks every gradient tensor for inf/nan on its own:
+        float(x.float().sum()) — an fp32 copy (read 2, write 4 bytes per element), a sum (read
+        4) and a host read that waits for them, tensor after tensor (deepspeed 0.9.5
+        runtime/fp16/fused_optimizer.py FP16_Optimizer.step -> runtime/utils.py
+        CheckOverflow.has_overflow_serial, _has_inf_or_nan)."""
+        n_tensors = stage_param_tensors(model, pp, stage, v)
+        per_tensor = n_local / n_tensors * 10.0   # bytes
+        check = Work("overflow check", "optimizer", duration_s=kernels.memory_time_s(per_tensor) + kernels.launch_overhead_s,
+                     bytes_moved=per_tensor, n_kernels=2)
+        if host is not None:
+            check = host.apply([check], "optimizer")[0]
+        for i in range(n_tensors):
+            em.compute(devices, replace(check, name=f"overflow check t{i}"), -1, -1, "optimizer")
+            if host is not None:
+                em.host_sync(devices, host.costs.host_sync_s, f"overflow check read t{i}")
+
     # Optimizer step on each stage once its gradients are reduced.
     initial: dict[int, dict[MemKind, float]] = {}
     stands_for: dict[int, int] = {}
@@ -479,6 +496,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
             opt = host.apply(opt, "optimizer")
         for d in devices:
             em.cursor[d] = tuple(dict.fromkeys(em.cursor.get(d, ()) + tuple(dp_tasks[s])))
+        if software.overflow_check == "per-tensor" and plan.precision == Dtype.FP16:
+            overflow_check_per_tensor(s, devices, n_local)
         if host is not None:
             for i in range(host.syncs_per_step):   # loss-scale found-inf, grad-norm .item(), ...
                 em.host_sync(devices, host.costs.host_sync_s, f"host sync {i + 1} before the optimizer")

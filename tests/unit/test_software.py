@@ -366,3 +366,17 @@ def test_output_layer_outside_fp8_runs_its_gemm_in_16_bits():
         compiled, _ = simulate_with(sc, replace(resolve_software(sc), fp8_output_layer=flag))
         logits[flag] = next(t.duration_s for t in compiled.graph.tasks if t.name == "logits" and t.kind is TaskKind.COMPUTE)
     assert logits[False] > logits[True]
+
+
+def test_deepspeed_fp16_overflow_check_reads_every_gradient_tensor_back():
+    from hwsim.workload.memory import stage_param_tensors
+    sc = scenario_from_mapping({**_dump(one_gpu(precision="fp16")), "software": {"framework": "megatron-deepspeed"}})
+    compiled, trace = simulate_with(sc, resolve_software(sc))
+    tasks = compiled.graph.tasks
+    checks = [i for i, t in enumerate(tasks) if t.name.startswith("overflow check t")]
+    reads = [i for i, t in enumerate(tasks) if t.name.startswith("overflow check read")]
+    assert len(checks) == len(reads) == stage_param_tensors(sc.model, 1, 0)
+    for c, r in zip(checks, reads):   # the host waits for each tensor's check before the next
+        assert trace.start_s[r] >= trace.end_s[c] - 1e-15
+    bf16 = scenario_from_mapping({**_dump(one_gpu()), "software": {"framework": "megatron-deepspeed"}})
+    assert not any(t.name.startswith("overflow check") for t in simulate_with(bf16, resolve_software(bf16))[0].graph.tasks)
