@@ -197,22 +197,25 @@ def op_sac_recompute(fwd: Sequence[Work], model) -> list[Work]:
     return out
 
 
-def overlap_tp_with_gemms(works: Sequence[Work], gemm_names: set[str]) -> list[Work]:
+def overlap_tp_with_gemms(works: Sequence[Work], gemm_names: set[str], decompose=None) -> list[Work]:
     """Async tensor parallelism (torch's micro-pipelined TP in torchtitan, Transformer Engine's
     tp-comm-overlap in Megatron): with sequence parallelism the all-gather before a
     column-parallel GEMM and the reduce-scatter after a row-parallel GEMM are decomposed with the
     GEMM and run under it (torch/distributed/_symmetric_memory fused_all_gather_matmul and
     fused_matmul_reduce_scatter). A tp collective right before a GEMM hides behind it; one right
-    after a GEMM is issued beside it (moved before it), so the step waits for the longer of the two."""
+    after a GEMM is issued beside it (moved before it), so the step waits for the longer of the two.
+    `decompose(work)` gives the GEMM as the decomposed one runs: in tp pieces (the fused ops loop
+    over the shards, one matmul per shard)."""
     out = list(works)
+    dec = decompose or (lambda w: w)
     i = 0
     while i < len(out):
         w = out[i]
         if w.comm is not None and w.comm[1] == "tp" and not w.overlapped:
             if i + 1 < len(out) and out[i + 1].name in gemm_names:
-                out[i] = replace(w, overlapped=True)
+                out[i], out[i + 1] = replace(w, overlapped=True), dec(out[i + 1])
             elif i > 0 and out[i - 1].name in gemm_names:
-                out[i - 1], out[i] = replace(w, overlapped=True), out[i - 1]
+                out[i - 1], out[i] = replace(w, overlapped=True), dec(out[i - 1])
         i += 1
     return out
 
@@ -258,9 +261,23 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
     else:
         bwd, bww = timed(bwd_ops, "bwd"), []
     if async_tp and plan.sequence_parallel and plan.tp > 1:
-        gemms = {o.name for o in (*fwd_ops, *bwd_ops) if o.kind == O.OpKind.GEMM}
-        fwd, rec = overlap_tp_with_gemms(fwd, gemms), overlap_tp_with_gemms(rec, gemms)
-        bwd, bww = overlap_tp_with_gemms(bwd, gemms), overlap_tp_with_gemms(bww, gemms)
+        shapes = {o.name: o for o in (*fwd_ops, *bwd_ops) if o.kind == O.OpKind.GEMM}
+        gemm_dtype = Dtype.FP8 if plan.fp8 else plan.precision
+
+        def decompose(w: Work) -> Work:
+            """The GEMM in tp pieces: the token rows split (a weight gradient: its token
+            contraction split), each piece a matmul of its own."""
+            op = shapes[w.name]
+            m, n, k = op.gemm
+            tp = plan.tp
+            piece = ((m, n, -(-k // tp)) if w.name.endswith(".dw") else (-(-m // tp), n, k))
+            whole = kernels.gemm_time_s(m, n, k, gemm_dtype, batch=op.gemm_batch)
+            pieces = tp * kernels.gemm_time_s(*piece, gemm_dtype, batch=op.gemm_batch)
+            return replace(w, duration_s=w.duration_s - whole + pieces, n_kernels=w.n_kernels + tp - 1)
+
+        fwd, rec = overlap_tp_with_gemms(fwd, set(shapes), decompose), overlap_tp_with_gemms(rec, set(shapes), decompose)
+        bwd = overlap_tp_with_gemms(bwd, set(shapes), decompose)
+        bww = overlap_tp_with_gemms(bww, set(shapes), decompose)
     if host is not None:
         fwd = host.apply(fwd, "fwd", per_layer=True)
         rec = host.apply(rec, "recompute", per_layer=plan.recompute == Recompute.FULL) if rec else rec
