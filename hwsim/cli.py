@@ -290,17 +290,20 @@ def collective(scenario: Annotated[Path, typer.Argument(help="scenario YAML (its
 
 
 @app.command()
-def presets(kind: Annotated[Optional[str], typer.Argument(help="accelerators | models | nodes")] = None) -> None:
-    """List the presets hwsim ships (accelerators, models, nodes)."""
+def presets(kind: Annotated[Optional[str], typer.Argument(
+        help="accelerators | models | nodes | software")] = None) -> None:
+    """List the presets hwsim ships (accelerators, models, nodes, software profiles)."""
     from hwsim.config.presets import PresetKind, load_preset, preset_names
 
     kinds = list(PresetKind)
-    if kind is not None:
+    if kind == "software":
+        kinds = []
+    elif kind is not None:
         try:
             kinds = [PresetKind(kind)]
         except ValueError:
             raise ConfigError(f"presets: unknown kind {kind!r}; use one of "
-                              f"{', '.join(k.value for k in PresetKind)}") from None
+                              f"{', '.join(k.value for k in PresetKind)}, software") from None
     for k in kinds:
         table = Table(title=k.value, title_justify="left")
         table.add_column("name")
@@ -309,6 +312,27 @@ def presets(kind: Annotated[Optional[str], typer.Argument(help="accelerators | m
             data = load_preset(k, name, k.value)
             table.add_row(name, str(data.get("description", "")))
         out_console.print(table)
+    if kind in (None, "software"):
+        _print_software_profiles()
+
+
+def _print_software_profiles() -> None:
+    """Each framework's profiles (software.framework, software.version) and what they set."""
+    from hwsim.software.profiles import ProfileSettings, known_frameworks, load_framework
+
+    table = Table(title="software (software.framework; software.version picks a profile)", title_justify="left")
+    table.add_column("framework")
+    table.add_column("profile from")
+    table.add_column("settings it states (each with its source in the file)")
+    for name in known_frameworks():
+        spec = load_framework(name)
+        for profile in spec.profiles:
+            stated = [f"{f}={getattr(profile.settings, f).value}" for f in ProfileSettings.model_fields
+                      if getattr(profile.settings, f) is not None and getattr(profile.settings, f).value is not None]
+            extra = [x for x, v in (("layer_ops", profile.layer_ops), ("eager_elementwise", profile.eager_elementwise))
+                     if v is not None]
+            table.add_row(name, profile.from_, ", ".join(stated + extra))
+    out_console.print(table)
 
 
 from hwsim.studies.commands import plan as _plan_command, sweep as _sweep_command  # noqa: E402

@@ -380,3 +380,15 @@ def test_deepspeed_fp16_overflow_check_reads_every_gradient_tensor_back():
         assert trace.start_s[r] >= trace.end_s[c] - 1e-15
     bf16 = scenario_from_mapping({**_dump(one_gpu()), "software": {"framework": "megatron-deepspeed"}})
     assert not any(t.name.startswith("overflow check") for t in simulate_with(bf16, resolve_software(bf16))[0].graph.tasks)
+
+
+def test_presets_software_lists_every_framework_profile():
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "-m", "hwsim.cli", "presets", "software"], capture_output=True,
+                         text=True, timeout=120, env={"COLUMNS": "200", "PATH": ""})
+    assert res.returncode == 0, res.stderr
+    for name in known_frameworks():
+        assert name in res.stdout
+        for profile in load_framework(name).profiles:
+            assert profile.from_ in res.stdout
