@@ -44,15 +44,28 @@ def software_line(sw: dict) -> str:
             f"loss {sw['loss']}, grads reduced in {sw['grad_reduce_dtype']}")
 
 
+def plan_violation_line(s: dict) -> str:
+    """One line when the plan is one the named framework version cannot run ("" otherwise)."""
+    sw, bad = s.get("software") or {}, s.get("software_plan_violations") or []
+    if not bad:
+        return ""
+    version = f" {sw['version']}" if sw.get("version") else ""
+    return (f"note: {sw['framework']}{version} cannot run this plan ({'; '.join(bad)}; see its profile's "
+            f"plan_space): the step is simulated with its costs all the same, as a what-if.")
+
+
 def _print_software(s: dict) -> None:
     """Every software setting the step was simulated with, and where it came from (the full
     sources are in summary.json and report.md)."""
     sw, sources = s.get("software"), s.get("software_sources") or {}
     if not sw:
         return
+    if plan_violation_line(s):
+        err_console.print(f"[yellow]{plan_violation_line(s)}[/yellow]", highlight=False, soft_wrap=True)
     out_console.print("[bold]software settings used[/bold] (value: where it comes from)")
     for name, source in sources.items():
-        value = sw.get(name, "counted in the framework's code" if name in ("layer_ops", "eager_elementwise") else "")
+        value = sw.get(name, "counted in the framework's code" if name in ("layer_ops", "eager_elementwise")
+                       else "read in the framework's code" if name == "plan_space" else "")
         short = source if len(source) <= 110 else source[:107].rstrip() + "..."
         out_console.print(f"  {name} = {value}: {short}", highlight=False, soft_wrap=True)
 

@@ -63,6 +63,8 @@ def summarize(compiled, trace: Trace, kernels: KernelModel) -> dict[str, Any]:
         "software": compiled.software.settings() if compiled.software is not None else None,
         "software_sources": dict(compiled.software.sources) if compiled.software is not None else None,
         "host_busy_s": _host_busy_s(trace, device),
+        "software_plan_violations": (compiled.software.plan_violations(plan) if compiled.software is not None
+                                     else []),
         "plan": {"tp": plan.tp, "pp": plan.pp, "dp": plan.dp, "cp": plan.cp, "ep": plan.ep,
                  "virtual_stages": plan.virtual_stages, "schedule": plan.schedule.value,
                  "zero_stage": plan.zero_stage, "recompute": plan.recompute.value,

@@ -286,6 +286,10 @@ def _software_lines(summary: dict[str, Any]) -> list[str]:
              f"The host thread was busy {units.fmt_time(summary.get('host_busy_s', 0.0))}; the GPU waited for it "
              f"{units.fmt_time(host_wait)} ({_pct(host_wait, step)} of the step).", "",
              "| setting | value | source |", "| --- | --- | --- |"]
+    if summary.get("software_plan_violations"):
+        lines[-3:-3] = [f"**{sw['framework']} cannot run this plan**: "
+                        f"{'; '.join(summary['software_plan_violations'])}. The step is simulated with its "
+                        f"costs all the same, as a what-if.", ""]
     for name, source in sources.items():
         value = sw.get(name, "counted in the framework's code")
         lines.append(f"| {name} | {value} | {source.replace('|', '/')} |")

@@ -25,8 +25,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hwsim.config.schema import (AttentionKernel, Fp8Recipe, Framework, FsdpMixedPrecision, LossKind, ReduceDtype,
-                                 ScenarioConfig, SelectiveRecompute)
+from hwsim.config.schema import (AttentionKernel, Fp8Recipe, Framework, FsdpMixedPrecision, LossKind, Recompute,
+                                 ReduceDtype, ScenarioConfig, Schedule, SelectiveRecompute)
 from hwsim.errors import ConfigError
 
 __all__ = ["effective_scenario", "HostMode", "LossKind", "ReduceDtype", "SoftwareStack", "resolve_software", "load_framework",
@@ -107,12 +107,44 @@ class EagerElementwiseSpec(_Closed):
     source: str = Field(min_length=10)
 
 
+class PlanSpace(_Closed):
+    """The parallel plans a framework version can run (read in its code); a field left out is
+    not restricted."""
+
+    tp: bool | None = None
+    pp: bool | None = None
+    cp: bool | None = None
+    ep: bool | None = None
+    sequence_parallel: bool | None = None
+    zero_stages: tuple[Literal[0, 1, 2, 3], ...] | None = None
+    schedules: tuple[Schedule, ...] | None = None
+    recompute: tuple[Recompute, ...] | None = None
+    source: str = Field(min_length=10)
+
+    def violations(self, plan) -> list[str]:
+        """What of `plan` (hwsim.workload.plan.Plan) this framework cannot run."""
+        out = []
+        for axis in ("tp", "pp", "cp", "ep"):
+            if getattr(self, axis) is False and getattr(plan, axis) > 1:
+                out.append(f"parallel.{axis}={getattr(plan, axis)} (no {axis} parallelism)")
+        if self.sequence_parallel is False and plan.sequence_parallel:
+            out.append("parallel.sequence_parallel (not offered)")
+        if self.zero_stages is not None and plan.zero_stage not in self.zero_stages:
+            out.append(f"parallel.zero_stage={plan.zero_stage} (offers {list(self.zero_stages)})")
+        if self.schedules is not None and plan.pp > 1 and plan.schedule not in self.schedules:
+            out.append(f"parallel.schedule={plan.schedule.value} (offers {[x.value for x in self.schedules]})")
+        if self.recompute is not None and plan.recompute not in self.recompute:
+            out.append(f"parallel.recompute={plan.recompute.value} (offers {[x.value for x in self.recompute]})")
+        return out
+
+
 class Profile(_Closed):
     from_: str = Field(alias="from")
     code: str = ""
     settings: ProfileSettings = ProfileSettings()
     layer_ops: LayerOps | None = None
     eager_elementwise: EagerElementwiseSpec | None = None
+    plan_space: PlanSpace | None = None
 
 
 class FrameworkFile(_Closed):
@@ -216,6 +248,7 @@ class SoftwareStack:
     fsdp_version: int
     layer_ops: Any = None             # hwsim.software.host.LayerOpCounts, or None: one op per kernel
     eager_elementwise: Any = None     # hwsim.software.eager.EagerElementwise, or None
+    plan_space: Any = None            # PlanSpace, or None: any plan
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     host_model: bool = True           # simulation.host_model: False keeps the host ahead (an ablation)
@@ -235,6 +268,10 @@ class SoftwareStack:
         if self.fused_elementwise or self.compile or self.framework == Framework.CUSTOM:
             return None
         return self.eager_elementwise
+
+    def plan_violations(self, plan) -> list[str]:
+        """What of `plan` this framework version cannot run (empty: it can, or unknown)."""
+        return self.plan_space.violations(plan) if self.plan_space is not None else []
 
     @property
     def grad_reduce_bytes(self) -> int:
@@ -262,10 +299,14 @@ def resolve_software(scenario: ScenarioConfig) -> SoftwareStack:
     profile_from = None
     layer_ops = None
     eager = None
+    plan_space = None
     spec = load_framework(framework.value) if framework != Framework.CUSTOM else None
     if spec is not None:
         profile = _select(spec, version)
         profile_from = profile.from_
+        if profile.plan_space is not None:
+            plan_space = profile.plan_space
+            sources["plan_space"] = f"{framework.value} profile from {profile.from_}: {plan_space.source}"
         if profile.eager_elementwise is not None:
             from hwsim.software.eager import EagerElementwise, EagerOp
             spec = profile.eager_elementwise
@@ -308,7 +349,8 @@ def resolve_software(scenario: ScenarioConfig) -> SoftwareStack:
                                  f"FlashAttention-2-class ones stand in.")
         values["attention"] = AttentionKernel.FLASH
     return SoftwareStack(framework=framework, version=version, profile_from=profile_from, sources=sources,
-                         layer_ops=layer_ops, eager_elementwise=eager, host_model=scenario.simulation.host_model,
+                         layer_ops=layer_ops, eager_elementwise=eager, plan_space=plan_space,
+                         host_model=scenario.simulation.host_model,
                          **values)
 
 

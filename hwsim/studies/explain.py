@@ -70,7 +70,8 @@ def explain(report: PlanReport) -> list[str]:
         if moved:
             lines.append("  time per step by part (best − " + name + "): " + ", ".join(moved))
     c = report.counts
-    lines.append(f"searched {c.get('enumerated', 0)} plans: {c.get('invalid', 0)} invalid, "
+    framework = (f"{c['framework']} not offered by the framework, " if c.get("framework") else "")
+    lines.append(f"searched {c.get('enumerated', 0)} plans: {c.get('invalid', 0)} invalid, {framework}"
                  f"{c.get('over_memory_estimate', 0)} over memory (estimate), {c.get('dominated', 0)} dominated, "
                  f"{c.get('simulated', 0)} simulated, {c.get('pruned_by_bound', 0)} pruned by the lower bound, "
                  f"{c.get('not_simulated_limit', 0)} left unsimulated by the limit")

@@ -237,6 +237,9 @@ def plan_search(scenario: ScenarioConfig, space: SearchSpace = SearchSpace(), ra
     estimator = Estimator.of(scenario)
     estimates: dict[tuple, tuple[Candidate, Estimate]] = {}   # dominance: same estimated time -> least memory
     for cand, plan in _enumerate(scenario, space, counts):
+        if estimator.software.plan_violations(plan):   # a plan the named framework version cannot run
+            counts["framework"] = counts.get("framework", 0) + 1
+            continue
         memory = estimator.memory_bytes(plan)
         if memory > capacity:
             counts["over_memory_estimate"] = counts.get("over_memory_estimate", 0) + 1

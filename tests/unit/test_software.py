@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from hwsim.config.loader import scenario_from_mapping
-from hwsim.config.schema import AttentionKernel, Framework
+from hwsim.config.schema import AttentionKernel, Framework, Recompute
 from hwsim.engine.executor import simulate
 from hwsim.engine.task import Stream, TaskKind
 from hwsim.hardware.kernels import KernelModel
@@ -392,3 +392,50 @@ def test_presets_software_lists_every_framework_profile():
         assert name in res.stdout
         for profile in load_framework(name).profiles:
             assert profile.from_ in res.stdout
+
+
+def test_plan_space_names_what_a_framework_cannot_run():
+    from hwsim.software.profiles import PlanSpace
+    from hwsim.workload.plan import resolve_plan
+    space = PlanSpace(cp=False, zero_stages=(0,), recompute=("none", "full"), source="a test plan space")
+    d = _dump(_llama_one_gpu(recompute="selective"))
+    d["cluster"]["devices_per_node"] = 4
+    d["parallel"].update(dp=2, cp=2, zero_stage=1)
+    d["training"]["global_batch"] = 4
+    plan = resolve_plan(scenario_from_mapping(d))
+    bad = space.violations(plan)
+    assert any("parallel.cp=2" in b for b in bad) and any("zero_stage=1" in b for b in bad)
+    assert any("recompute=selective" in b for b in bad)
+    d["parallel"].update(cp=1, dp=4, zero_stage=0, recompute="full")
+    assert space.violations(resolve_plan(scenario_from_mapping(d))) == []
+
+
+def test_planner_ranks_only_plans_the_framework_offers():
+    from hwsim.studies.planner import SearchSpace, plan_search
+    d = _dump(_llama_one_gpu())
+    d["cluster"]["devices_per_node"] = 4
+    d["parallel"].update(dp=4)
+    d["training"]["global_batch"] = 8
+    d["software"] = {"framework": "megatron-lm", "version": "2021-04"}   # plain data parallel only
+    sc = scenario_from_mapping(d)
+    report = plan_search(sc, SearchSpace(micro_batch=(1,), recompute=(Recompute.NONE,)), max_simulations=3)
+    assert report.counts.get("framework", 0) > 0
+    offered = resolve_software(sc).plan_space
+    assert report.ranked and all(r.candidate.zero_stage in offered.zero_stages
+                                 for r in report.ranked if r is not report.baseline)
+
+
+def test_run_says_when_the_framework_cannot_run_the_plan(tmp_path):
+    import subprocess
+    import sys
+    import yaml as _yaml
+    d = _dump(_llama_one_gpu())
+    d["cluster"]["devices_per_node"] = 2
+    d["parallel"].update(dp=2, zero_stage=1)
+    d["software"] = {"framework": "torchtitan", "version": "2024-12"}   # FSDP2: zero 0, 2, 3
+    path = tmp_path / "s.yaml"
+    path.write_text(_yaml.safe_dump(d))
+    res = subprocess.run([sys.executable, "-m", "hwsim.cli", "run", str(path)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "cannot run this plan" in " ".join(res.stderr.split()) and "zero_stage=1" in res.stderr
