@@ -37,6 +37,13 @@ def plans(draw):
     d["training"] = {"global_batch": draw(st.sampled_from([16, 32])), "micro_batch": draw(st.sampled_from([1, 2])),
                      "precision": draw(st.sampled_from(["bf16", "fp8"])),
                      "attention": draw(st.sampled_from(["flash", "unfused"]))}
+    if draw(st.booleans()):   # a named software stack: host thread, syncs, recompute variants, ...
+        d["software"] = {"framework": draw(st.sampled_from(["megatron-lm", "megatron-deepspeed", "torchtitan",
+                                                             "llm-foundry", "nemo", "pytorch-fsdp"])),
+                         "compile": draw(st.booleans()), "cuda_graphs": draw(st.booleans()),
+                         "async_tp": draw(st.booleans()),
+                         "selective_recompute": draw(st.sampled_from(["attention", "op", "layer"])),
+                         "fp8_recipe": draw(st.sampled_from(["delayed", "current", "rowwise", "mxfp8"]))}
     return d
 
 
@@ -55,6 +62,9 @@ def test_every_accepted_plan_simulates_with_its_invariants(d):
         for p in preds:
             assert tr.start_s[i] >= tr.end_s[p] - 1e-12
     assert sum(s["breakdown"].values()) == pytest.approx(s["step_time_s"], rel=1e-9)
+    for stream_tasks in g.stream_order().values():   # a stream (the host thread too) runs one task at a time
+        ivs = sorted((tr.start_s[t], tr.end_s[t]) for t in stream_tasks)
+        assert all(b[0] >= a[1] - 1e-12 for a, b in zip(ivs, ivs[1:]))
     assert 0 < s["mfu"] <= s["hfu"] < 1
     for mem in tr.memory.values():
         assert mem.levels_bytes.min() >= -1e-3
