@@ -29,6 +29,14 @@ def scenarios(draw):
                      "zero_stage": draw(st.integers(0, 3)),
                      "schedule": draw(st.sampled_from(["gpipe", "1f1b", "interleaved", "zero-bubble"]))}
     d["training"]["precision"] = draw(st.sampled_from(["fp32", "bf16", "fp16", "fp8"]))
+    if draw(st.booleans()):
+        d["software"] = {"framework": draw(st.sampled_from(["megatron-core", "torchtitan", "custom", "nemo"])),
+                         "version": draw(st.sampled_from(["2024-12", "25.11", "0.8.0", 2020, 25.02])),
+                         "compile": draw(st.booleans()),
+                         "fp8_recipe": draw(st.sampled_from(["delayed", "tensorwise", "rowwise", "current", "mxfp8",
+                                                             "blockwise"]))}
+    if draw(st.booleans()):
+        d["cluster"]["accelerator"]["power_limit"] = draw(st.sampled_from(["300 W", "500 W", 650.0]))
     return d
 
 
@@ -46,7 +54,9 @@ junk = st.one_of(st.text(max_size=8), st.integers(-5, 5), st.floats(allow_nan=Tr
 paths = st.sampled_from([("cluster", "nodes"), ("cluster", "intra_node", "bandwidth"), ("model", "hidden"),
                          ("parallel", "tp"), ("training", "precision"), ("cluster", "accelerator", "hbm"),
                          ("model", "mlp"), ("cluster", "inter_node", "kind"), ("training", "global_batch"),
-                         ("parallel", "nonsense_key"), ("cluster", "accelerator", "peak", "bf16")])
+                         ("parallel", "nonsense_key"), ("cluster", "accelerator", "peak", "bf16"),
+                         ("software", "framework"), ("software", "version"), ("software", "compile"),
+                         ("software", "fp8_recipe"), ("software", "bogus"), ("cluster", "accelerator", "power_limit")])
 
 
 @settings(max_examples=150, deadline=None)
@@ -55,7 +65,7 @@ def test_any_bad_value_is_a_config_error_or_valid(path, value):
     d = copy.deepcopy(SMALL)
     node = d
     for p in path[:-1]:
-        node = node[p]
+        node = node.setdefault(p, {})   # a block the base lacks (software) is created
     node[path[-1]] = value
     try:
         scenario_from_mapping(d)
