@@ -36,6 +36,7 @@ from hwsim.errors import ConfigError, HwsimError, PlanError
 from hwsim.studies.executors import Executor, SerialExecutor
 from hwsim.studies.screen import Estimate, Estimator
 from hwsim.units import GiB
+from hwsim.software.profiles import resolve_software
 from hwsim.workload.plan import Plan, resolve_plan
 
 __all__ = ["RankBy", "SearchSpace", "Candidate", "Estimate", "PlannedRun", "PlanReport", "DeadlineReport",
@@ -154,6 +155,9 @@ def _enumerate(scenario: ScenarioConfig, space: SearchSpace,
     model, cluster, train = scenario.model, scenario.cluster, scenario.training
     n = cluster.n_devices
     tps = space.tp or [d for d in _divisors(model.heads) if d <= cluster.devices_per_node]
+    # sequence parallelism with tp > 1, unless the named framework version does not offer it
+    offered = resolve_software(scenario).plan_space
+    sp = offered is None or offered.sequence_parallel is not False
     for tp in tps:
         for cp in space.cp:
             if n % (tp * cp) or model.seq_len % cp:
@@ -170,7 +174,7 @@ def _enumerate(scenario: ScenarioConfig, space: SearchSpace,
                     if train.global_batch % (mb * dp):
                         continue
                     counts["enumerated"] = counts.get("enumerated", 0) + 1
-                    cand = Candidate(tp, pp, dp, cp, ep, v, sched, zero, rec, mb, tp > 1)
+                    cand = Candidate(tp, pp, dp, cp, ep, v, sched, zero, rec, mb, tp > 1 and sp)
                     try:
                         plan = resolve_plan(cand.apply(scenario))
                     except PlanError:

@@ -122,9 +122,9 @@ def resolve_plan(scenario: ScenarioConfig) -> Plan:
     if model.heads % tp:
         raise PlanError(f"parallel.tp: tp={tp} does not divide the model's {model.heads} attention heads; "
                         f"use a tp that divides {model.heads}")
-    if kv_heads % tp and tp % kv_heads:
-        raise PlanError(f"parallel.tp: tp={tp} neither divides nor is a multiple of the model's {kv_heads} "
-                        f"key-value heads; use a tp that divides {kv_heads}")
+    if kv_heads % tp:   # Megatron-LM splits the key-value heads (query groups) evenly over tp
+        raise PlanError(f"parallel.tp: tp={tp} does not divide the model's {kv_heads} key-value heads; use a "
+                        f"tp that divides {kv_heads}")
     if model.ffn_hidden % tp:
         raise PlanError(f"parallel.tp: tp={tp} does not divide ffn_hidden={model.ffn_hidden}; use a tp that "
                         f"divides it")

@@ -423,6 +423,10 @@ def test_planner_ranks_only_plans_the_framework_offers():
     offered = resolve_software(sc).plan_space
     assert report.ranked and all(r.candidate.zero_stage in offered.zero_stages
                                  for r in report.ranked if r is not report.baseline)
+    # Megatron-LM 2021 had no sequence parallelism: its tp plans are enumerated without it
+    from hwsim.studies.planner import enumerate_candidates
+    tp_plans = [c for c in enumerate_candidates(sc, SearchSpace(micro_batch=(1,))) if c.tp > 1]
+    assert tp_plans and not any(c.sequence_parallel for c in tp_plans)
 
 
 def test_run_says_when_the_framework_cannot_run_the_plan(tmp_path):
