@@ -29,8 +29,8 @@ from hwsim.config.schema import (AttentionKernel, Fp8Recipe, Framework, FsdpMixe
                                  ReduceDtype, ScenarioConfig, Schedule, SelectiveRecompute)
 from hwsim.errors import ConfigError
 
-__all__ = ["effective_scenario", "HostMode", "LossKind", "ReduceDtype", "SoftwareStack", "resolve_software", "load_framework",
-           "known_frameworks", "version_key", "DEFAULTS"]
+__all__ = ["effective_scenario", "HostMode", "LossKind", "PlanSpace", "ReduceDtype", "SoftwareStack", "resolve_software",
+           "load_framework", "known_frameworks", "version_key", "DEFAULTS"]
 
 
 class HostMode(StrEnum):
