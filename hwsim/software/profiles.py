@@ -63,6 +63,7 @@ class ProfileSettings(_Closed):
     async_tp: _setting(bool) | None = None
     fp8_recipe: _setting(Fp8Recipe) | None = None
     fp8_output_layer: _setting(bool) | None = None
+    fp8_casts: _setting(Literal["te", "torchao"]) | None = None
     selective_recompute: _setting(SelectiveRecompute) | None = None
     selective_layer_interval: _setting(int) | None = None
     fsdp_mixed_precision: _setting(FsdpMixedPrecision) | None = None
@@ -164,6 +165,7 @@ DEFAULTS: dict[str, Any] = {
     "async_tp": False,
     "fp8_recipe": Fp8Recipe.DELAYED,
     "fp8_output_layer": True,
+    "fp8_casts": "te",
     "selective_recompute": SelectiveRecompute.ATTENTION,
     "selective_layer_interval": 2,
     "fsdp_mixed_precision": None,
@@ -233,6 +235,7 @@ class SoftwareStack:
     async_tp: bool
     fp8_recipe: Fp8Recipe
     fp8_output_layer: bool            # the logits GEMM runs in FP8 too under training.precision: fp8
+    fp8_casts: str                    # te | torchao: how the fp8 GEMMs get their operands (hwsim.workload.work)
     selective_recompute: SelectiveRecompute
     selective_layer_interval: int
     fsdp_mixed_precision: FsdpMixedPrecision | None

@@ -87,9 +87,10 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     recipe = software.fp8_recipe.value
     layer_work = per_layer_work(model, shard, plan, kernels, split, granularity, host, software)
 
-    emb_fwd, emb_bwd = (time_ops(x, kernels, plan, c, recipe) for x, c in zip(O.embedding_ops(model, shard), ("fwd", "bwd")))
+    emb_fwd, emb_bwd = (time_ops(x, kernels, plan, c, recipe, fp8_casts=software.fp8_casts)
+                        for x, c in zip(O.embedding_ops(model, shard), ("fwd", "bwd")))
     loss = software.loss.value
-    head_fwd, head_bwd = (unfuse(time_ops(x, kernels, plan, c, recipe, software.fp8_output_layer),
+    head_fwd, head_bwd = (unfuse(time_ops(x, kernels, plan, c, recipe, software.fp8_output_layer, software.fp8_casts),
                                  software.unfused_elementwise, kernels)
                           for x, c in zip(O.head_ops(model, shard, loss), ("fwd", "bwd")))
     if host is not None:

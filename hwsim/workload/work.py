@@ -51,12 +51,28 @@ class Work:
 # MXFP8 and blockwise compute each 32- or 128-element block's scale inside the quantize kernel.
 DYNAMIC_FP8_RECIPES = ("current", "tensorwise", "rowwise")
 
+# torchao's float8 training (torchao 0.11.0 torchao/float8/float8_linear.py,
+# matmul_with_hp_or_float8_args): the forward saves the high-precision input and weight, and
+# every GEMM casts both of its operands itself with hp_tensor_to_float8_dynamic — input and weight
+# for the output, grad_output and weight again for grad_input, grad_output and input again for
+# grad_weight — each an amax pass (read 2 bytes per element) and a cast (read 2, write 1).
+TORCHAO_CAST_BYTES = 5
+# torchao's rowwise recipe runs the grad GEMMs without fast accumulation, so it calls the
+# tensorwise cuBLAS kernel with unit scales and multiplies the output by the row and column
+# scales afterwards (torchao/float8/float8_ops.py addmm_float8_unwrapped: "output *=
+# post_inverse_scale"; config.py: only gemm_config_output has use_fast_accum=True): one more
+# pass over the 16-bit output, read and written.
+TORCHAO_ROWWISE_POSTSCALE_BYTES = 4
+
 
 def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: str,
-             fp8_recipe: str = "delayed", fp8_gemms: bool = True) -> list[Work]:
+             fp8_recipe: str = "delayed", fp8_gemms: bool = True, fp8_casts: str = "te") -> list[Work]:
     """Give each op its kernel time on this accelerator (collectives keep their spec).
     `fp8_gemms` False runs these GEMMs in 16 bits under an fp8 plan (a layer the framework
-    leaves out of FP8, such as Megatron's output layer)."""
+    leaves out of FP8, such as Megatron's output layer). `fp8_casts`: how the framework feeds
+    its fp8 GEMMs — "te" (Transformer Engine: the activation cast once per GEMM input, fused with
+    its transpose and often with the op before) or "torchao" (each GEMM casts both its operands
+    from high precision: TORCHAO_CAST_BYTES)."""
     fp8 = plan.fp8 and fp8_gemms
     amax_bytes = 2 if fp8 and fp8_recipe in DYNAMIC_FP8_RECIPES else 0
     act_dtype = Dtype.BF16 if plan.fp8 else plan.precision
@@ -74,7 +90,11 @@ def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: st
         if op.kind == O.OpKind.GEMM:
             m, n, k = op.gemm
             t = kernels.gemm_time_s(m, n, k, gemm_dtype, batch=op.gemm_batch)
-            if fp8 and op.phase != O.Phase.BWD_WEIGHT:
+            if fp8 and fp8_casts == "torchao":
+                t += kernels.memory_time_s(TORCHAO_CAST_BYTES * (m * k + k * n) * op.gemm_batch)
+                if fp8_recipe == "rowwise" and op.phase != O.Phase.FWD:   # cuBLAS, then the scales by hand
+                    t += kernels.memory_time_s(TORCHAO_ROWWISE_POSTSCALE_BYTES * m * n * op.gemm_batch)
+            elif fp8 and op.phase != O.Phase.BWD_WEIGHT:
                 t += kernels.memory_time_s((_fp8_cast_bytes_per_element(op, producer) + amax_bytes)
                                            * m * k * op.gemm_batch)
         elif op.kind == O.OpKind.ATTENTION and plan.flash:
@@ -234,7 +254,8 @@ class LayerWork:
 
 def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer: bool, split: bool,
                 granularity: Granularity, host=None, fp8_recipe: str = "delayed",
-                selective: str = "attention", eager=None, async_tp: bool = False) -> LayerWork:
+                selective: str = "attention", eager=None, async_tp: bool = False,
+                fp8_casts: str = "te") -> LayerWork:
     """`host` (hwsim.software.host.HostPlan, or None for a host that keeps ahead) sets each
     work's host dispatch time; `fp8_recipe` decides the casts' amax passes; `selective` is what
     parallel.recompute: selective re-runs (software.selective_recompute: attention | op)."""
@@ -242,7 +263,7 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
     bwd_ops = O.layer_backward_ops(model, shard, moe_layer, flash=plan.flash)
 
     def timed(ops, category: str) -> list[Work]:
-        return unfuse(time_ops(ops, kernels, plan, category, fp8_recipe), eager, kernels)
+        return unfuse(time_ops(ops, kernels, plan, category, fp8_recipe, fp8_casts=fp8_casts), eager, kernels)
 
     fwd = timed(fwd_ops, "fwd")
     if plan.recompute == Recompute.FULL:
@@ -313,7 +334,7 @@ def per_layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, split:
         for moe in ((False, True) if model.moe else (False,)):
             variants[(moe, ac)] = layer_work(model, shard, p_ac, kernels, moe, split, granularity, h_ac,
                                              software.fp8_recipe.value, selective, software.unfused_elementwise,
-                                             software.async_tp)
+                                             software.async_tp, software.fp8_casts)
 
     def work_of(layer: int) -> LayerWork:
         ac = ((layer + 1) % interval == 0) if layer_ac else None

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from hwsim.config.loader import scenario_from_mapping
-from hwsim.config.schema import AttentionKernel, Framework, Recompute
+from hwsim.config.schema import AttentionKernel, Dtype, Framework, Recompute
 from hwsim.engine.executor import simulate
 from hwsim.engine.task import Stream, TaskKind
 from hwsim.hardware.kernels import KernelModel
@@ -443,3 +443,24 @@ def test_run_says_when_the_framework_cannot_run_the_plan(tmp_path):
                          timeout=300)
     assert res.returncode == 0, res.stderr
     assert "cannot run this plan" in " ".join(res.stderr.split()) and "zero_stage=1" in res.stderr
+
+
+def test_torchao_casts_both_operands_of_every_fp8_gemm():
+    from hwsim.workload import ops as O
+    from hwsim.workload.plan import resolve_plan
+    from hwsim.workload.shard import Shard
+    from hwsim.workload.work import TORCHAO_CAST_BYTES, TORCHAO_ROWWISE_POSTSCALE_BYTES, time_ops
+    d = _dump(_llama_one_gpu())
+    d["training"]["precision"] = "fp8"
+    sc = scenario_from_mapping(d)
+    plan, kernels = resolve_plan(sc), KernelModel(sc.cluster.accelerator)
+    sh = Shard(micro_batch=1, seq_len=sc.model.seq_len, tp=1, cp=1, ep=1, sequence_parallel=False, dtype_bytes=2,
+               fp8=True)
+    gemms = [o for o in O.layer_backward_ops(sc.model, sh, False) if o.kind == O.OpKind.GEMM]
+    for op in gemms:
+        (m, n, k), b = op.gemm, op.gemm_batch
+        base = kernels.gemm_time_s(m, n, k, Dtype.FP8, batch=b)
+        tensorwise = time_ops([op], kernels, plan, "bwd", "tensorwise", fp8_casts="torchao")[0].duration_s
+        rowwise = time_ops([op], kernels, plan, "bwd", "rowwise", fp8_casts="torchao")[0].duration_s
+        assert tensorwise == pytest.approx(base + kernels.memory_time_s(TORCHAO_CAST_BYTES * (m * k + k * n) * b))
+        assert rowwise == pytest.approx(tensorwise + kernels.memory_time_s(TORCHAO_ROWWISE_POSTSCALE_BYTES * m * n * b))
