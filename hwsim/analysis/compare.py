@@ -98,6 +98,8 @@ def compare_summaries(names: list[str], summaries: list[Summary]) -> str:
         lines.append(row(label, [get(s) for s in summaries], fmt, diff))
     lines.append("| fits in memory | " + " | ".join("yes" if s["fits_in_memory"] else "**no**"
                                                     for s in summaries) + " |")
+    if any(s.get("software") for s in summaries):
+        lines.append("| software | " + " | ".join(_software_cell(s.get("software")) for s in summaries) + " |")
     for key in breakdown_parts(summaries):
         values = [s.get("breakdown", {}).get(key, 0.0) for s in summaries]
         shares = [v / s["step_time_s"] if s["step_time_s"] > 0 else 0.0 for v, s in zip(values, summaries)]
@@ -107,6 +109,14 @@ def compare_summaries(names: list[str], summaries: list[Summary]) -> str:
             cells.append(text if i == 0 else f"{text}, {_seconds_delta(value, values[0])}")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _software_cell(sw: dict | None) -> str:
+    if not sw:
+        return "—"
+    version = f" {sw['version']}" if sw.get("version") else ""
+    return (f"{sw['framework']}{version}: host {sw['host']}, attention {sw['attention']}, "
+            f"recompute {sw['selective_recompute']}")
 
 
 def _part_color(key: str, index: int) -> str:

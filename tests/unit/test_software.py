@@ -464,3 +464,13 @@ def test_torchao_casts_both_operands_of_every_fp8_gemm():
         rowwise = time_ops([op], kernels, plan, "bwd", "rowwise", fp8_casts="torchao")[0].duration_s
         assert tensorwise == pytest.approx(base + kernels.memory_time_s(TORCHAO_CAST_BYTES * (m * k + k * n) * b))
         assert rowwise == pytest.approx(tensorwise + kernels.memory_time_s(TORCHAO_ROWWISE_POSTSCALE_BYTES * m * n * b))
+
+
+def test_compare_shows_each_variants_software():
+    from hwsim.analysis.compare import compare_summaries
+    d = {**_dump(one_gpu()), "software": {"framework": "torchtitan", "version": "2024-12"}}
+    a = run_step(scenario_from_mapping(d)).summary
+    b = run_step(scenario_from_mapping(d, ["software.compile=true"])).summary
+    table = compare_summaries(["eager", "compiled"], [a, b])
+    row = next(line for line in table.splitlines() if line.startswith("| software |"))
+    assert "host eager" in row and "host compiled" in row
