@@ -38,6 +38,9 @@ def write_json(path: Path, data) -> None:
 
 
 def software_line(sw: dict) -> str:
+    if sw["framework"] == "custom":
+        return (f"hwsim's default stack (no framework named): host {sw['host']}, attention {sw['attention']}, "
+                f"loss {sw['loss']}, grads reduced in {sw['grad_reduce_dtype']}")
     version = f" {sw['version']}" if sw.get("version") else ""
     profile = f" (profile from {sw['profile']})" if sw.get("profile") else ""
     return (f"{sw['framework']}{version}{profile}: host {sw['host']}, attention {sw['attention']}, "

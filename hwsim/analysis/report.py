@@ -280,9 +280,12 @@ def _software_lines(summary: dict[str, Any]) -> list[str]:
         return []
     step = summary["step_time_s"]
     host_wait = summary["breakdown"].get("host", 0.0)
-    lines = ["", "## Software stack", "",
+    named = ("hwsim's default stack (the scenario names no framework: an idealised, well-tuned stack)"
+             if sw["framework"] == "custom" else
              f"{sw['framework']}{' ' + sw['version'] if sw.get('version') else ''}"
-             f"{' (profile from ' + sw['profile'] + ')' if sw.get('profile') else ''}; host dispatch: {sw['host']}. "
+             f"{' (profile from ' + sw['profile'] + ')' if sw.get('profile') else ''}")
+    lines = ["", "## Software stack", "",
+             f"{named}; host dispatch: {sw['host']}. "
              f"The host thread was busy {units.fmt_time(summary.get('host_busy_s', 0.0))}; the GPU waited for it "
              f"{units.fmt_time(host_wait)} ({_pct(host_wait, step)} of the step).", "",
              "| setting | value | source |", "| --- | --- | --- |"]
