@@ -69,6 +69,7 @@ class ProfileSettings(_Closed):
     fsdp_mixed_precision: _setting(FsdpMixedPrecision) | None = None
     grad_reduce_dtype: _setting(ReduceDtype) | None = None
     overlap_grad_reduce: _setting(bool) | None = None
+    grad_accumulation: _setting(Literal["fused", "separate"]) | None = None
     p2p_sync: _setting(bool) | None = None
     loss: _setting(LossKind) | None = None
     fused_elementwise: _setting(bool) | None = None
@@ -171,6 +172,7 @@ DEFAULTS: dict[str, Any] = {
     "fsdp_mixed_precision": None,
     "grad_reduce_dtype": ReduceDtype.FP32,
     "overlap_grad_reduce": True,
+    "grad_accumulation": "fused",
     "p2p_sync": False,
     "loss": LossKind.FUSED,
     "fused_elementwise": True,
@@ -241,6 +243,7 @@ class SoftwareStack:
     fsdp_mixed_precision: FsdpMixedPrecision | None
     grad_reduce_dtype: ReduceDtype
     overlap_grad_reduce: bool
+    grad_accumulation: str            # fused (in the weight-gradient GEMM) | separate (an add kernel per micro-batch)
     p2p_sync: bool                    # the host waits for the GPU after every pipeline send/recv
     loss: LossKind
     fused_elementwise: bool
@@ -279,6 +282,13 @@ class SoftwareStack:
     @property
     def grad_reduce_bytes(self) -> int:
         return REDUCE_BYTES[self.grad_reduce_dtype]
+
+    @property
+    def grad_accumulation_bytes(self) -> float:
+        """HBM bytes per parameter and micro-batch of a separate gradient-accumulation add: read
+        the new 16-bit gradient, read and write the accumulation buffer (in the reduce dtype);
+        0 when the weight-gradient GEMM accumulates in place."""
+        return 0.0 if self.grad_accumulation == "fused" else 2.0 + 2.0 * self.grad_reduce_bytes
 
     def settings(self) -> dict[str, Any]:
         """Setting -> value (JSON-friendly), for summaries and reports."""

@@ -255,7 +255,7 @@ class LayerWork:
 def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer: bool, split: bool,
                 granularity: Granularity, host=None, fp8_recipe: str = "delayed",
                 selective: str = "attention", eager=None, async_tp: bool = False,
-                fp8_casts: str = "te") -> LayerWork:
+                fp8_casts: str = "te", grad_accumulation_bytes: float = 0.0) -> LayerWork:
     """`host` (hwsim.software.host.HostPlan, or None for a host that keeps ahead) sets each
     work's host dispatch time; `fp8_recipe` decides the casts' amax passes; `selective` is what
     parallel.recompute: selective re-runs (software.selective_recompute: attention | op)."""
@@ -299,6 +299,13 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
         fwd, rec = overlap_tp_with_gemms(fwd, set(shapes), decompose), overlap_tp_with_gemms(rec, set(shapes), decompose)
         bwd = overlap_tp_with_gemms(bwd, set(shapes), decompose)
         bww = overlap_tp_with_gemms(bww, set(shapes), decompose)
+    if grad_accumulation_bytes > 0.0:
+        # the weight gradients added into the accumulation buffer by a kernel of their own, every
+        # micro-batch (per parameter: `grad_accumulation_bytes`), after the layer's backward
+        n_bytes = O.layer_param_count(model, moe_layer, plan.tp, plan.ep) * grad_accumulation_bytes
+        add = Work("grad_accumulate", "bwd-weight" if split else "bwd", duration_s=kernels.memory_time_s(n_bytes),
+                   bytes_moved=n_bytes)
+        bwd, bww = (bwd, bww + [add]) if split else (bwd + [add], bww)
     if host is not None:
         fwd = host.apply(fwd, "fwd", per_layer=True)
         rec = host.apply(rec, "recompute", per_layer=plan.recompute == Recompute.FULL) if rec else rec
@@ -334,7 +341,7 @@ def per_layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, split:
         for moe in ((False, True) if model.moe else (False,)):
             variants[(moe, ac)] = layer_work(model, shard, p_ac, kernels, moe, split, granularity, h_ac,
                                              software.fp8_recipe.value, selective, software.unfused_elementwise,
-                                             software.async_tp, software.fp8_casts)
+                                             software.async_tp, software.fp8_casts, software.grad_accumulation_bytes)
 
     def work_of(layer: int) -> LayerWork:
         ac = ((layer + 1) % interval == 0) if layer_ac else None

@@ -474,3 +474,17 @@ def test_compare_shows_each_variants_software():
     table = compare_summaries(["eager", "compiled"], [a, b])
     row = next(line for line in table.splitlines() if line.startswith("| software |"))
     assert "host eager" in row and "host compiled" in row
+
+
+def test_separate_gradient_accumulation_adds_every_micro_batch():
+    from hwsim.workload.shard import layer_param_count
+    sc = _llama_one_gpu()
+    fused, _ = simulate_with(sc, replace(resolve_software(sc), grad_accumulation="fused"))
+    sep_sw = replace(resolve_software(sc), grad_accumulation="separate")
+    separate, _ = simulate_with(sc, sep_sw)
+    adds = [t for t in separate.graph.tasks if t.name == "grad_accumulate"]
+    assert not any(t.name == "grad_accumulate" for t in fused.graph.tasks)
+    n_micro = sc.training.global_batch // sc.training.micro_batch
+    assert len(adds) == sc.model.layers * n_micro
+    per_layer = layer_param_count(sc.model, False, 1, 1) * (2 + 2 * sep_sw.grad_reduce_bytes)
+    assert all(t.bytes_moved == pytest.approx(per_layer) for t in adds)
