@@ -5,45 +5,34 @@ data in its profile (`eager_elementwise`, counted in its code). Pure functions o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Sequence
 
-__all__ = ["EagerOp", "EagerElementwise", "unfuse"]
+__all__ = ["eager_op_of", "unfuse"]
 
 
-@dataclass(frozen=True, slots=True)
-class EagerOp:
-    fwd_kernels: int
-    bwd_kernels: int
-    fwd_ratio: float     # eager forward bytes / hwsim's fused forward bytes
-    bwd_ratio: float
+def eager_op_of(spec, name: str):
+    """The eager entry (norm, rotary or act) of `spec` that hwsim's op `name` stands for."""
+    base = name.removesuffix(".bwd")
+    if base.endswith("norm"):
+        return spec.norm
+    if base == "rotary":
+        return spec.rotary
+    if base.endswith("_act"):
+        return spec.act
+    return None
 
 
-@dataclass(frozen=True, slots=True)
-class EagerElementwise:
-    norm: EagerOp | None = None
-    rotary: EagerOp | None = None
-    act: EagerOp | None = None
-
-    def of(self, name: str) -> EagerOp | None:
-        base = name.removesuffix(".bwd")
-        if base.endswith("norm"):
-            return self.norm
-        if base == "rotary":
-            return self.rotary
-        if base.endswith("_act"):
-            return self.act
-        return None
-
-
-def unfuse(works: Sequence, spec: EagerElementwise | None, kernels) -> list:
+def unfuse(works: Sequence, spec, kernels) -> list:
     """`works` with each fused norm / rotary / activation kernel replaced by its eager
-    equivalent: the bytes scaled by the framework's ratio, one launch overhead per kernel."""
+    equivalent: the bytes scaled by the framework's ratio, one launch overhead per kernel.
+    `spec`: the profile's `eager_elementwise` (hwsim.software.profiles.EagerElementwiseSpec),
+    or None when they stay fused."""
     if spec is None:
         return list(works)
     out = []
     for w in works:
-        op = spec.of(w.name) if w.comm is None else None
+        op = eager_op_of(spec, w.name) if w.comm is None else None
         if op is None:
             out.append(w)
             continue

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hwsim.errors import ConfigError
 from hwsim.software.profiles import HostMode
 
-__all__ = ["HostCosts", "HostPlan", "LayerOpCounts", "load_host_costs", "with_host_time", "host_plan",
+__all__ = ["HostCosts", "HostPlan", "load_host_costs", "with_host_time", "host_plan",
            "OPTIMIZER_OPS_PER_TENSOR"]
 
 # torch.optim's single-tensor AdamW (torch/optim/adamw.py, _single_tensor_adamw, PyTorch 2.x)
@@ -85,25 +85,12 @@ class HostCosts:
 
 
 @dataclass(frozen=True, slots=True)
-class LayerOpCounts:
-    """Ops the framework dispatches for one transformer layer (counted in its code)."""
-
-    forward_kernel_ops: int
-    forward_view_ops: int
-    backward_nodes: int
-    backward_python_nodes: int = 0
-    accumulate_grad_nodes: int = 0
-    checkpoint_forward_extra_ops: int = 0
-    checkpoint_backward_extra_ops: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class HostPlan:
     """How the compiler charges host time for one step."""
 
     mode: HostMode
     costs: HostCosts
-    counts: LayerOpCounts | None = None
+    counts: object = None            # the profile's LayerOps (hwsim.software.profiles), or None
     checkpointed: bool = False       # full recompute through a checkpoint function
     syncs_per_step: int = 0          # device->host synchronisations before the optimizer
 
@@ -136,7 +123,7 @@ def load_host_costs(name: str = "pytorch-eager") -> HostCosts:
 
 
 def with_host_time(works: Sequence, mode: HostMode, costs: HostCosts, phase: str,
-                   counts: LayerOpCounts | None = None, checkpointed: bool = False) -> list:
+                   counts=None, checkpointed: bool = False) -> list:
     """`works` (one layer's, or the embedding's, head's or optimizer's) with `host_s` set.
 
     `phase`: "fwd", "recompute", "bwd" or "optimizer". `counts` are the framework's per-layer
@@ -162,7 +149,7 @@ def with_host_time(works: Sequence, mode: HostMode, costs: HostCosts, phase: str
     return out
 
 
-def _eager_seconds(n_kernels: int, phase: str, costs: HostCosts, counts: LayerOpCounts | None,
+def _eager_seconds(n_kernels: int, phase: str, costs: HostCosts, counts,
                    checkpointed: bool) -> float:
     if phase == "optimizer":
         return n_kernels * costs.forward_op_s

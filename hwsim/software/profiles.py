@@ -252,8 +252,8 @@ class SoftwareStack:
     overflow_check: str               # fp16 inf/nan check: fused (one pass) | per-tensor (a host read per tensor)
     host_syncs_per_step: int
     fsdp_version: int
-    layer_ops: Any = None             # hwsim.software.host.LayerOpCounts, or None: one op per kernel
-    eager_elementwise: Any = None     # hwsim.software.eager.EagerElementwise, or None
+    layer_ops: LayerOps | None = None           # None: one host op per hwsim kernel
+    eager_elementwise: EagerElementwiseSpec | None = None
     plan_space: Any = None            # PlanSpace, or None: any plan
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -321,14 +321,10 @@ def resolve_software(scenario: ScenarioConfig) -> SoftwareStack:
             plan_space = profile.plan_space
             sources["plan_space"] = f"{framework.value} profile from {profile.from_}: {plan_space.source}"
         if profile.eager_elementwise is not None:
-            from hwsim.software.eager import EagerElementwise, EagerOp
-            spec = profile.eager_elementwise
-            eager = EagerElementwise(**{k: EagerOp(**getattr(spec, k).model_dump()) for k in ("norm", "rotary", "act")
-                                        if getattr(spec, k) is not None})
-            sources["eager_elementwise"] = f"{framework.value} profile from {profile.from_}: {spec.source}"
+            eager = profile.eager_elementwise
+            sources["eager_elementwise"] = f"{framework.value} profile from {profile.from_}: {eager.source}"
         if profile.layer_ops is not None:
-            from hwsim.software.host import LayerOpCounts
-            layer_ops = LayerOpCounts(**profile.layer_ops.model_dump(exclude={"source"}))
+            layer_ops = profile.layer_ops
             sources["layer_ops"] = f"{framework.value} profile from {profile.from_}: {profile.layer_ops.source}"
         for name in ProfileSettings.model_fields:
             setting = getattr(profile.settings, name)
