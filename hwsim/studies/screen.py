@@ -257,9 +257,7 @@ class Estimator:
                           full.param_bytes, full.n_params)
         lw = self._cached(("works", moe, split, plan.recompute, self._shape(plan)),
                           lambda: _layer_work(self.model, self._shard(plan), plan, self.kernels, moe, split,
-                                              Granularity.OP, self._host(plan), self.software.fp8_recipe.value,
-                                              selective, self.software.unfused_elementwise, self.software.async_tp,
-                                              self.software.fp8_casts))
+                                              Granularity.OP, self._host(plan), self.software))
         return self._cached(
             ("layer", moe, split, plan.recompute, self._shape(plan), self._layout(plan)),
             lambda: _Layer(self._serial(plan, lw.fwd), self._serial(plan, lw.bwd), self._serial(plan, lw.recompute),

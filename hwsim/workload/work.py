@@ -253,12 +253,17 @@ class LayerWork:
 
 
 def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer: bool, split: bool,
-                granularity: Granularity, host=None, fp8_recipe: str = "delayed",
-                selective: str = "attention", eager=None, async_tp: bool = False,
-                fp8_casts: str = "te", grad_accumulation_bytes: float = 0.0) -> LayerWork:
+                granularity: Granularity, host=None, software=None) -> LayerWork:
     """`host` (hwsim.software.host.HostPlan, or None for a host that keeps ahead) sets each
-    work's host dispatch time; `fp8_recipe` decides the casts' amax passes; `selective` is what
-    parallel.recompute: selective re-runs (software.selective_recompute: attention | op)."""
+    work's host dispatch time; `software` (hwsim.software.profiles.SoftwareStack, or None for
+    hwsim's default stack) decides the fp8 casts, what parallel.recompute: selective re-runs,
+    eager elementwise kernels, async TP and how gradients accumulate."""
+    fp8_recipe = software.fp8_recipe.value if software else "delayed"
+    fp8_casts = software.fp8_casts if software else "te"
+    selective = software.selective_recompute.value if software else "attention"
+    eager = software.unfused_elementwise if software else None
+    async_tp = software.async_tp if software else False
+    grad_accumulation_bytes = software.grad_accumulation_bytes if software else 0.0
     fwd_ops = O.layer_forward_ops(model, shard, moe_layer, flash=plan.flash)
     bwd_ops = O.layer_backward_ops(model, shard, moe_layer, flash=plan.flash)
 
@@ -339,9 +344,7 @@ def per_layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, split:
         p_ac = plan if ac is None else replace(plan, recompute=Recompute.FULL if ac else Recompute.NONE)
         h_ac = host if host is None or ac is None else replace(host, checkpointed=ac)
         for moe in ((False, True) if model.moe else (False,)):
-            variants[(moe, ac)] = layer_work(model, shard, p_ac, kernels, moe, split, granularity, h_ac,
-                                             software.fp8_recipe.value, selective, software.unfused_elementwise,
-                                             software.async_tp, software.fp8_casts, software.grad_accumulation_bytes)
+            variants[(moe, ac)] = layer_work(model, shard, p_ac, kernels, moe, split, granularity, h_ac, software)
 
     def work_of(layer: int) -> LayerWork:
         ac = ((layer + 1) % interval == 0) if layer_ac else None
