@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hwsim.analysis.metrics import summarize
@@ -26,6 +26,7 @@ class StepResult:
     compiled: CompiledStep
     trace: Trace
     summary: dict[str, Any]
+    what_ifs: dict[str, float | None] = field(default_factory=dict, repr=False, compare=False)  # advice's, simulated once
 
 
 def comm_slowdown(scenario: ScenarioConfig) -> float:

@@ -345,6 +345,18 @@ def _host_advice(result, took: str) -> str:
 
 
 def _simulate_software_what_if(result, setting: str) -> float | None:
+    """Step time with software.<setting>: true, simulated once per result (the terminal report
+    and report.md both print this advice)."""
+    cache = getattr(result, "what_ifs", None)
+    if cache is not None and setting in cache:
+        return cache[setting]
+    step_s = _run_software_what_if(result, setting)
+    if cache is not None:
+        cache[setting] = step_s
+    return step_s
+
+
+def _run_software_what_if(result, setting: str) -> float | None:
     from hwsim.errors import HwsimError
     from hwsim.simulate import run_step   # a what-if of the same step (late import: simulate uses this module)
 
