@@ -64,7 +64,6 @@ class _Values(_Closed):
 
 
 class _RuntimeFile(_Closed):
-    model_config = ConfigDict(frozen=True, extra="allow")   # `counts:` and notes ride along
     name: str
     description: str = ""
     values: _Values

@@ -46,7 +46,7 @@ from hwsim.workload.plan import Plan, resolve_plan
 from hwsim.workload.schedules import Action, chunk_layers, pipeline_schedule, split_backward, step_times
 from hwsim.workload.emitter import AXIS_STREAM as _AXIS_STREAM, Emitter as _Emitter
 from hwsim.workload.shard import Shard
-from hwsim.workload.work import (GRAD_REDUCE_BYTES, Granularity, LayerWork as _LayerWork, Work, fuse,  # noqa: F401
+from hwsim.workload.work import (Granularity, LayerWork as _LayerWork, Work, fuse,  # noqa: F401
                                  layer_work as _layer_work, per_layer_work, serial_seconds, time_ops)
 
 

@@ -15,7 +15,6 @@ from hwsim.workload import ops as O
 from hwsim.workload.plan import Plan
 from hwsim.workload.shard import Shard
 
-GRAD_REDUCE_BYTES = 4  # gradients are reduced in fp32 (Megatron --accumulate-allreduce-grads-in-fp32; FSDP reduce_dtype=float32 in torchtitan)
 
 
 class Granularity(StrEnum):
