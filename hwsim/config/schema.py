@@ -125,10 +125,34 @@ class ClusterConfig(_Closed):
     devices_per_node: PositiveInt = 8
     intra_node: IntraNodeConfig
     inter_node: InterNodeConfig | None = None
+    # hwsim extension: devices sharing one scale-up (NVLink switch) domain, a multiple of
+    # devices_per_node; GB200/GB300 NVL72: 72 (18 trays of 4). None: the node is the domain.
+    nvlink_domain: PositiveInt | None = Field(
+        None, description="devices per scale-up switch domain (NVL72: 72); default devices_per_node")
 
     @property
     def n_devices(self) -> int:
         return self.nodes * self.devices_per_node
+
+    @property
+    def domain_size(self) -> int:
+        """Devices of one scale-up domain (at most the cluster's devices)."""
+        return min(self.nvlink_domain or self.devices_per_node, self.n_devices)
+
+    @model_validator(mode="after")
+    def _domain_spans_whole_nodes(self) -> "ClusterConfig":
+        d = self.nvlink_domain
+        if d is None or d == self.devices_per_node:
+            return self
+        if d % self.devices_per_node:
+            raise ValueError(f"nvlink_domain {d} is not a multiple of devices_per_node {self.devices_per_node}: a "
+                             f"scale-up domain holds whole nodes (NVL72: 72 = 18 trays of 4); set it to a multiple")
+        if d < self.devices_per_node:
+            raise ValueError(f"nvlink_domain {d} is smaller than a node ({self.devices_per_node} devices)")
+        if self.intra_node.kind != IntraKind.SWITCH:
+            raise ValueError(f"nvlink_domain {d} spans nodes, which needs intra_node.kind: switch (the domain's "
+                             f"NVLink switches); got {self.intra_node.kind.value}")
+        return self
 
 
 class MoeConfig(_Closed):
@@ -137,6 +161,29 @@ class MoeConfig(_Closed):
     moe_ffn_hidden: PositiveInt | None = None
     shared_experts: int = Field(0, ge=0)
     dense_layers: int = Field(0, ge=0)
+    # hwsim extensions
+    capacity_factor: float | None = Field(
+        None, gt=0, description="token-dropping capacity per expert (x tokens·top_k/experts); None: dropless")
+    imbalance: float = Field(
+        1.0, ge=1.0, description="tokens of the busiest expert-parallel rank / the mean (1: balanced routing)")
+
+
+class MlaConfig(_Closed):
+    """Multi-head latent attention (DeepSeek-V2/V3): low-rank query and key-value projections,
+    a decoupled RoPE part of the query/key head dimension."""
+
+    q_lora_rank: PositiveInt | None = None       # None: a full-rank query projection
+    kv_lora_rank: PositiveInt
+    qk_nope_head_dim: PositiveInt
+    qk_rope_head_dim: PositiveInt
+    v_head_dim: PositiveInt
+
+
+class SlidingWindowConfig(_Closed):
+    """Local attention on some layers (gpt-oss: every other layer a 128-token window)."""
+
+    window: PositiveInt
+    every: PositiveInt = Field(2, description="one layer in `every` is full attention, the others windowed")
 
 
 class ModelConfig(_Closed):
@@ -153,6 +200,11 @@ class ModelConfig(_Closed):
     tied_embeddings: bool = False
     causal: bool = True
     moe: MoeConfig | None = None
+    # hwsim extensions
+    mla: MlaConfig | None = None
+    sliding_window: SlidingWindowConfig | None = None
+    attention_sinks: bool = Field(False, description="a learned sink logit per head (gpt-oss)")
+    mtp_layers: int = Field(0, ge=0, description="multi-token-prediction layers after the last (DeepSeek-V3: 1)")
     sources: dict[str, str] = Field(default_factory=dict)
 
 
@@ -162,6 +214,8 @@ class ParallelConfig(_Closed):
     dp: PositiveInt | None = None
     cp: PositiveInt = 1
     ep: PositiveInt = 1
+    etp: PositiveInt | None = Field(None, description="expert tensor parallel; None: the framework's default "
+                                    "(Megatron-Core: tp)")
     sequence_parallel: bool = False
     virtual_stages: PositiveInt = 1
     schedule: Schedule = Schedule.ONE_F_ONE_B
@@ -225,6 +279,14 @@ class LossKind(StrEnum):
     FP32_UPCAST = "fp32-upcast"      # logits cast to fp32 before torch cross_entropy
 
 
+class MoeDispatcher(StrEnum):
+    """Megatron-Core's moe_token_dispatcher_type (megatron/core/transformer/moe/token_dispatcher.py)."""
+
+    ALLTOALL = "alltoall"     # permute, all-to-all over ep, (all-gather over etp), sort by expert
+    ALLGATHER = "allgather"   # all-gather every token over ep·etp, mask locally, reduce-scatter back
+    FLEX = "flex"             # fused DeepEP / HybridEP kernels: permute inside the communication
+
+
 class ReduceDtype(StrEnum):
     FP32 = "fp32"
     BF16 = "bf16"
@@ -254,6 +316,7 @@ class SoftwareConfig(_Closed):
     loss_scale_sync: bool | None = None
     host_syncs_per_step: int | None = Field(None, ge=0)
     fsdp_version: int | None = Field(None, ge=0, le=2)
+    moe_dispatcher: MoeDispatcher | None = None
 
 
 class NetworkModelKind(StrEnum):

@@ -29,6 +29,13 @@ Modelling choices, each a small function below:
 `latency` of intra_node is the device-to-device path latency; of inter_node the node-to-node
 one (half on each NIC-to-switch link), or per hop on a torus.
 
+Scale-up domains larger than a node (`cluster.nvlink_domain`, e.g. GB200/GB300 NVL72: 18
+compute trays of 4 GPUs on one NVLink switch fabric of 72 GPUs): the `switch` fabric is built
+per domain ("d3.nvswitch": every device of the domain at its per-device bandwidth, the NVLink
+Switch trays idealised as one non-blocking switch), devices of one domain talk over it, and
+only traffic between domains leaves through the NICs. `domain_of(device)` is what collectives
+group by (hierarchical = within the domain, then across domains).
+
 (About 440 lines: the builders share one link set, naming and path conventions; each builder is
 one small function, and splitting them over modules would scatter those conventions.)
 """
@@ -149,7 +156,7 @@ class Topology:
     def __init__(self, *, intra_kind: IntraKind, inter_kind: InterKind | None, links: list[Link],
                  capacity_bytes_per_s: np.ndarray,
                  link_index: dict[tuple[Node, Node], int], n_devices: int, devices_per_node: int,
-                 nics_per_node: int, path: PathFn, transports: Transports):
+                 nics_per_node: int, path: PathFn, transports: Transports, domain_size: int = 0):
         self.intra_kind = intra_kind
         self.inter_kind = inter_kind
         self.kind = f"{intra_kind}+{inter_kind}" if inter_kind else f"{intra_kind}"
@@ -158,6 +165,7 @@ class Topology:
         self.n_devices = n_devices
         self.devices_per_node = devices_per_node
         self.n_nodes = n_devices // devices_per_node
+        self.domain_size = domain_size or devices_per_node
         self.nics_per_node = nics_per_node
         self.transports = transports
         self._link_index = link_index
@@ -172,6 +180,14 @@ class Topology:
 
     def node_of(self, device: int) -> int:
         return device // self.devices_per_node
+
+    def domain_of(self, device: int) -> int:
+        """The scale-up (NVLink) domain of a device: its node unless nvlink_domain spans nodes."""
+        return device // self.domain_size
+
+    @property
+    def nics_per_domain(self) -> int:
+        return self.nics_per_node * (self.domain_size // self.devices_per_node)
 
     def local_of(self, device: int) -> int:
         return device % self.devices_per_node
@@ -417,11 +433,24 @@ def build_topology(cluster: ClusterConfig, transports: Transports | None = None)
                           "{kind: fat-tree, nics_per_node: 8, nic_bandwidth: 400 Gb/s}")
     ls = _LinkSet(transports)
     intra_cfg = cluster.intra_node
-    if dpn > 1:
-        add_intra = _INTRA_BUILDERS[intra_cfg.kind]
-        for node in range(n_nodes):
-            add_intra(ls, node, range(node * dpn, (node + 1) * dpn), intra_cfg.bandwidth, intra_cfg.latency)
-    intra = _intra_path(intra_cfg.kind, dpn)
+    dom = cluster.domain_size
+    if dom > dpn:   # an NVLink domain across nodes (NVL72): one switch per domain
+        if intra_cfg.kind != IntraKind.SWITCH:
+            raise ConfigError(f"cluster.nvlink_domain {dom} spans nodes, which needs intra_node.kind: switch")
+        for d in range(-(-cluster.n_devices // dom)):
+            for dev in range(d * dom, min((d + 1) * dom, cluster.n_devices)):
+                ls.add_pair(dev, f"d{d}.nvswitch", intra_cfg.bandwidth, intra_cfg.latency / 2, Tier.NVLINK,
+                            intra_cfg.bandwidth)
+
+        def intra(a: int, b: int) -> Path:
+            return [a, f"d{a // dom}.nvswitch", b]
+    else:
+        dom = dpn
+        if dpn > 1:
+            add_intra = _INTRA_BUILDERS[intra_cfg.kind]
+            for node in range(n_nodes):
+                add_intra(ls, node, range(node * dpn, (node + 1) * dpn), intra_cfg.bandwidth, intra_cfg.latency)
+        intra = _intra_path(intra_cfg.kind, dpn)
 
     inter_path: PathFn | None = None
     n_nics, inter_kind = 0, None
@@ -434,11 +463,11 @@ def build_topology(cluster: ClusterConfig, transports: Transports | None = None)
         inter_kind = inter.kind
 
     def path(a: int, b: int) -> Path:
-        if a // dpn == b // dpn:
+        if a // dom == b // dom:
             return intra(a, b)
         return inter_path(a, b)
 
     return Topology(intra_kind=intra_cfg.kind, inter_kind=inter_kind, links=ls.links,
                     capacity_bytes_per_s=np.asarray(ls.capacity, dtype=float),
                     link_index=ls.index, n_devices=cluster.n_devices, devices_per_node=dpn,
-                    nics_per_node=n_nics, path=path, transports=transports)
+                    nics_per_node=n_nics, path=path, transports=transports, domain_size=dom)

@@ -21,6 +21,9 @@ Fluid steady state, pipelined (NCCL-like):
 - hierarchical (all-reduce, reduce-scatter, all-gather; needs the same number of members on
   every node): intra-node ring reduce-scatter, inter-node ring collective of the 1/m shard among
   same-position devices (the rails), intra-node all-gather.
+"Node" here is the scale-up domain (`topology.domain_of`): the host by default, the whole NVLink
+domain when `cluster.nvlink_domain` spans hosts (NVL72), so hierarchical means intra-domain
+then inter-domain, and a group inside one domain never touches a NIC.
 A phase's latency is its sequential steps, each path latency + the per-step overhead of the
 tiers crossed (topology.step_latency_s), summed along the ring or tree (the largest over groups).
 
@@ -128,7 +131,7 @@ class _Plan:
 def _by_node(topology: Topology, members: Sequence[int]) -> list[list[int]]:
     nodes: dict[int, list[int]] = {}
     for d in sorted(members):
-        nodes.setdefault(topology.node_of(d), []).append(d)
+        nodes.setdefault(topology.domain_of(d), []).append(d)
     return list(nodes.values())
 
 
@@ -137,7 +140,7 @@ def _ring_channels(topology: Topology, members: Sequence[int]) -> list[list[int]
     if len(nodes) == 1:
         order = nodes[0]
         return [order, order[::-1]] if len(order) > 2 else [order]
-    n_channels = max(1, min(min(len(ms) for ms in nodes), topology.nics_per_node))
+    n_channels = max(1, min(min(len(ms) for ms in nodes), topology.nics_per_domain))
     return [[d for ms in nodes for d in ms[c:] + ms[:c]] for c in range(n_channels)]
 
 
@@ -202,7 +205,7 @@ def _plan_tree(plan: _Plan, op: CollectiveOp, group: tuple[int, ...]) -> None:
     topology, flows = plan.topology, plan["tree"]
     nodes = _by_node(topology, group)
     n_nodes = len(nodes)
-    n_channels = 1 if n_nodes == 1 else max(1, min(min(len(ms) for ms in nodes), topology.nics_per_node))
+    n_channels = 1 if n_nodes == 1 else max(1, min(min(len(ms) for ms in nodes), topology.nics_per_domain))
     n_trees = 2 if n_nodes > 1 else 1
     share = 1.0 / (n_channels * n_trees)
     for c in range(n_channels):
@@ -297,7 +300,7 @@ def _candidates(topology: Topology, op: CollectiveOp, groups: Groups) -> tuple[A
         return (Algorithm.DIRECT,)
     if op == CollectiveOp.BROADCAST:
         return (Algorithm.RING,)
-    if any(len({topology.node_of(d) for d in g}) > 1 for g in groups):
+    if any(len({topology.domain_of(d) for d in g}) > 1 for g in groups):
         if all(_symmetric(topology, g) for g in groups):
             return (Algorithm.RING, Algorithm.HIERARCHICAL)
         return (Algorithm.RING,)
@@ -322,7 +325,7 @@ def choose_algorithm(topology: Topology, op: CollectiveOp, groups: Sequence[Sequ
     # where they sit make the same choice: pipeline stages and mirror groups ask again and again.
     per_node: dict[int, int] = {}
     for d in groups[0]:
-        per_node[topology.node_of(d)] = per_node.get(topology.node_of(d), 0) + 1
+        per_node[topology.domain_of(d)] = per_node.get(topology.domain_of(d), 0) + 1
     shape = ("choice", op, len(groups), len(groups[0]), tuple(sorted(per_node.values())), float(size_bytes))
     cache = _TEMPLATES.setdefault(topology, {})
     if shape not in cache:

@@ -25,8 +25,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hwsim.config.schema import (AttentionKernel, Fp8Recipe, Framework, FsdpMixedPrecision, LossKind, Recompute,
-                                 ReduceDtype, ScenarioConfig, Schedule, SelectiveRecompute)
+from hwsim.config.schema import (AttentionKernel, Fp8Recipe, Framework, FsdpMixedPrecision, LossKind, MoeDispatcher,
+                                 Recompute, ReduceDtype, ScenarioConfig, Schedule, SelectiveRecompute)
 from hwsim.errors import ConfigError
 
 __all__ = ["effective_scenario", "HostMode", "LossKind", "PlanSpace", "ReduceDtype", "SoftwareStack", "resolve_software",
@@ -78,6 +78,8 @@ class ProfileSettings(_Closed):
     overflow_check: _setting(Literal["fused", "per-tensor"]) | None = None
     host_syncs_per_step: _setting(int) | None = None
     fsdp_version: _setting(Literal[0, 1, 2]) | None = None
+    moe_dispatcher: _setting(MoeDispatcher) | None = None
+    expert_tensor_parallel: _setting(int) | None = None   # parallel.etp when the scenario leaves it out
 
 
 class LayerOps(_Closed):
@@ -181,10 +183,15 @@ DEFAULTS: dict[str, Any] = {
     "overflow_check": "fused",
     "host_syncs_per_step": 0,
     "fsdp_version": 0,
+    # hwsim's default stack dispatches MoE tokens with an all-to-all (as hwsim always has; Megatron-Core's
+    # own TransformerConfig default is "allgather"); expert_tensor_parallel None: etp = tp, Megatron-Core's
+    # default (transformer_config.py expert_tensor_parallel_size None -> tensor_model_parallel_size)
+    "moe_dispatcher": MoeDispatcher.ALLTOALL,
+    "expert_tensor_parallel": None,
 }
 SCENARIO_SETTINGS = ("compile", "async_tp", "fp8_recipe", "selective_recompute", "fsdp_mixed_precision",
                      "cuda_graphs", "grad_reduce_dtype", "loss", "optimizer_fused", "loss_scale_sync",
-                     "host_syncs_per_step", "fsdp_version")
+                     "host_syncs_per_step", "fsdp_version", "moe_dispatcher")
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -252,6 +259,8 @@ class SoftwareStack:
     overflow_check: str               # fp16 inf/nan check: fused (one pass) | per-tensor (a host read per tensor)
     host_syncs_per_step: int
     fsdp_version: int
+    moe_dispatcher: MoeDispatcher = MoeDispatcher.ALLTOALL
+    expert_tensor_parallel: int | None = None   # the etp a plan gets when parallel.etp is not written; None: tp
     layer_ops: LayerOps | None = None           # None: one host op per hwsim kernel
     eager_elementwise: EagerElementwiseSpec | None = None
     plan_space: Any = None            # PlanSpace, or None: any plan

@@ -149,12 +149,18 @@ def enumerate_candidates(scenario: ScenarioConfig, space: SearchSpace = SearchSp
     return (cand for cand, _ in _enumerate(scenario, space, {} if counts is None else counts))
 
 
+def _framework_etp(scenario: ScenarioConfig) -> int | None:
+    from hwsim.workload.plan import _framework_etp as etp_of
+    return etp_of(scenario)
+
+
 def _enumerate(scenario: ScenarioConfig, space: SearchSpace,
                counts: dict[str, int]) -> Iterator[tuple[Candidate, Plan]]:
     """(candidate, its checked plan) of every valid plan of `space`; counts enumerated and invalid."""
     model, cluster, train = scenario.model, scenario.cluster, scenario.training
     n = cluster.n_devices
-    tps = space.tp or [d for d in _divisors(model.heads) if d <= cluster.devices_per_node]
+    # tp stays inside one scale-up domain (the node, or the NVLink domain when it spans nodes)
+    tps = space.tp or [d for d in _divisors(model.heads) if d <= cluster.domain_size]
     # sequence parallelism with tp > 1, unless the named framework version does not offer it
     offered = resolve_software(scenario).plan_space
     sp = offered is None or offered.sequence_parallel is not False
@@ -166,8 +172,11 @@ def _enumerate(scenario: ScenarioConfig, space: SearchSpace,
                 if (n // (tp * cp)) % pp or pp > model.layers:
                     continue
                 dp = n // (tp * cp * pp)
+                # MoE parallel folding: ep only has to divide the tp·cp·dp ranks of a stage (with etp,
+                # the framework's default or tp), not dp·cp
+                etp = scenario.parallel.etp or _framework_etp(scenario) or tp
                 eps = ([1] if model.moe is None else
-                       space.ep or [e for e in _divisors(model.moe.experts) if (dp * cp) % e == 0])
+                       space.ep or [e for e in _divisors(model.moe.experts) if (tp * cp * dp) % (etp * e) == 0])
                 for ep, (sched, v), zero, rec, mb in itertools.product(
                         eps, _schedules(space, pp, model.layers), space.zero_stages if dp > 1 else (0,),
                         space.recompute, space.micro_batch):

@@ -44,7 +44,7 @@ from hwsim.software.profiles import effective_scenario, resolve_software
 from hwsim.units import TFLOP
 from hwsim.workload import ops as O
 from hwsim.workload.compiler import Granularity, _layer_work, serial_seconds, time_ops
-from hwsim.workload.memory import stage_params, static_memory_bytes
+from hwsim.workload.memory import moe_static_memory_bytes, stage_param_split, stage_params
 from hwsim.workload.plan import Plan, resolve_plan
 from hwsim.workload.schedules import (Action, chunk_layers, pipeline_schedule, simulate_unit_times,
                                       split_backward)
@@ -202,23 +202,26 @@ class Estimator:
     @staticmethod
     def _shape(plan: Plan) -> tuple:
         """What a layer's kernels depend on."""
-        return (plan.tp, plan.cp, plan.ep, plan.micro_batch, plan.sequence_parallel, plan.precision, plan.flash)
+        return (plan.tp, plan.cp, plan.ep, plan.etp, plan.micro_batch, plan.sequence_parallel, plan.precision,
+                plan.flash)
 
     @staticmethod
     def _layout(plan: Plan) -> tuple:
         """What the representative's collective groups depend on."""
-        return (plan.tp, plan.cp, plan.dp, plan.pp, plan.ep, plan.order)
+        return (plan.tp, plan.cp, plan.dp, plan.pp, plan.ep, plan.etp, plan.order)
 
     def _shard(self, plan: Plan) -> Shard:
         return Shard(micro_batch=plan.micro_batch, seq_len=self.model.seq_len, tp=plan.tp, cp=plan.cp, ep=plan.ep,
                      sequence_parallel=plan.sequence_parallel,
-                     dtype_bytes=4 if plan.precision == Dtype.FP32 else 2, fp8=plan.fp8)
+                     dtype_bytes=4 if plan.precision == Dtype.FP32 else 2, fp8=plan.fp8, etp=plan.etp,
+                     dispatcher=self.software.moe_dispatcher.value)
 
     def comm_s(self, plan: Plan, op: str, axis: str, size_bytes: float) -> float:
         """One collective of rank 0's `axis` group, alone on the topology (send-recv: cp's ring,
         each rank to its successor; pp: stage 0 to stage 1)."""
         def price() -> float:
-            group = (plan.ep_groups(0)[0] if axis == "ep" else plan.grad_groups(0)[0] if axis == "dp"
+            expert = {"ep": plan.ep_groups, "etp": plan.etp_groups, "tpep": plan.tpep_groups, "edp": plan.edp_groups}
+            group = (expert[axis](0)[0] if axis in expert else plan.grad_groups(0)[0] if axis == "dp"
                      else plan.group(axis, 0))
             if len(group) < 2 or size_bytes <= 0:
                 return 0.0
@@ -283,11 +286,21 @@ class Estimator:
              for c in stage] for stage in chunk_layers(self.model.layers, pp, v)])
 
     def _stage_params(self, plan: Plan, stage: int) -> float:
-        return self._cached(("params", plan.pp, plan.virtual_stages, plan.tp, plan.ep, stage), lambda: stage_params(
-            self.model, plan.pp, stage, plan.virtual_stages, plan.tp, plan.ep))
+        return self._cached(("params", plan.pp, plan.virtual_stages, plan.tp, plan.ep, plan.etp, stage),
+                            lambda: stage_params(self.model, plan.pp, stage, plan.virtual_stages, plan.tp, plan.ep,
+                                                 plan.etp))
+
+    def _stage_split(self, plan: Plan, stage: int) -> tuple[float, float]:
+        """(dense, routed-expert) parameters of a device of `stage`: ZeRO shards the first over dp·cp,
+        the second over the expert-data-parallel group."""
+        return self._cached(("split", plan.pp, plan.virtual_stages, plan.tp, plan.ep, plan.etp, stage),
+                            lambda: stage_param_split(self.model, plan.pp, stage, plan.virtual_stages, plan.tp,
+                                                      plan.ep, plan.etp))
 
     def _optimizer_s(self, plan: Plan, stage: int) -> float:
-        n_params = self._stage_params(plan, stage) / (plan.grad_shards if plan.zero_stage >= 1 else 1)
+        dense, expert = self._stage_split(plan, stage)
+        n_params = (dense / plan.grad_shards + expert / plan.expert_grad_shards if plan.zero_stage >= 1
+                    else dense + expert)
         return self._cached(("opt", n_params, self._layout(plan)), lambda: sum(
             self._serial(plan, time_ops(O.optimizer_ops(n_params), self.kernels, plan, "optimizer"))[:2]))
 
@@ -320,8 +333,8 @@ class Estimator:
                                       lambda: O.head_transient_bytes(self.model, self._shard(plan), self.loss))
         worst = 0.0
         for s in range(pp):
-            static = sum(static_memory_bytes(self._stage_params(plan, s), plan.zero_stage, plan.grad_shards, plan.precision,
-                                             self.optimizer).values())
+            static = sum(moe_static_memory_bytes(*self._stage_split(plan, s), plan.zero_stage, plan.grad_shards,
+                                                 plan.expert_grad_shards, plan.precision, self.optimizer).values())
             if keep:
                 static += sum(self._per_chunk(k, kept) for k in kinds[s])
             chunk_act = [self._per_chunk(k, act) for k in kinds[s]]

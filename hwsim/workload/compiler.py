@@ -41,7 +41,7 @@ from hwsim.software.eager import unfuse
 from hwsim.software.host import OPTIMIZER_OPS_PER_TENSOR, host_plan
 from hwsim.software.profiles import SoftwareStack, resolve_software
 from hwsim.workload import ops as O
-from hwsim.workload.memory import stage_param_tensors, stage_params, static_memory_bytes
+from hwsim.workload.memory import moe_static_memory_bytes, stage_param_split, stage_param_tensors
 from hwsim.workload.plan import Plan, resolve_plan
 from hwsim.workload.schedules import Action, chunk_layers, pipeline_schedule, split_backward, step_times
 from hwsim.workload.emitter import AXIS_STREAM as _AXIS_STREAM, Emitter as _Emitter
@@ -82,7 +82,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     model = scenario.model
     shard = Shard(micro_batch=plan.micro_batch, seq_len=model.seq_len, tp=plan.tp, cp=plan.cp, ep=plan.ep,
                   sequence_parallel=plan.sequence_parallel, dtype_bytes=4 if plan.precision == Dtype.FP32 else 2,
-                  fp8=plan.fp8)
+                  fp8=plan.fp8, etp=plan.etp, dispatcher=software.moe_dispatcher.value)
     split = split_backward(plan.schedule)
     recipe = software.fp8_recipe.value
     layer_work = per_layer_work(model, shard, plan, kernels, split, granularity, host, software)
@@ -101,6 +101,19 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                                                 ((emb_fwd, "emb"), (emb_bwd, "emb"), (head_fwd, "head"), (head_bwd, "head")))
     head_act = O.head_activation_bytes(model, shard, loss)
     head_transient = O.head_transient_bytes(model, shard, loss)
+    if model.mtp_layers:
+        # DeepSeek-V3's multi-token prediction on the last stage (Megatron-Core puts the MTP block
+        # there): per module the 2h -> h projection, one layer and the shared head and loss again
+        mtp_lw = layer_work(model.layers)
+        proj = O.Op("mtp_proj", O.OpKind.GEMM, O.Phase.FWD, flop=2.0 * shard.tokens * model.hidden * 2 * model.hidden / plan.tp,
+                    gemm=(shard.tokens, model.hidden // plan.tp, 2 * model.hidden))
+        proj_f = time_ops([proj], kernels, plan, "fwd", recipe, fp8_casts=software.fp8_casts)
+        proj_b = [replace(w, name=w.name + ".bwd", category="bwd", duration_s=2 * w.duration_s, flop=2 * w.flop)
+                  for w in proj_f]
+        for _ in range(model.mtp_layers):
+            head_fwd = head_fwd + proj_f + mtp_lw.fwd + head_fwd[:]
+            head_bwd = head_bwd + mtp_lw.recompute + mtp_lw.bwd + mtp_lw.bwd_weight + proj_b
+            head_act += mtp_lw.act_bytes + O.head_activation_bytes(model, shard, loss)
 
     pp, v = plan.pp, plan.virtual_stages
     n_virtual = pp * v
@@ -318,26 +331,40 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                     dp_tasks[stage] += em.collective(
                         stage, devices, "reduce-scatter", "dp", lw.n_params_local * grad_bytes,
                         f"zero3 grad reduce L{layer}", "dp", layer, mb, Stream.DP, advance=False)
-                elif grads_done and last_mb_for_grads and plan.grad_shards > 1 and not overlap_reduce:
+                elif grads_done and last_mb_for_grads and reduce_needed and not overlap_reduce:
                     deferred.setdefault(stage, []).append(layer)
-                elif grads_done and last_mb_for_grads and plan.grad_shards > 1:
+                elif grads_done and last_mb_for_grads and reduce_needed:
                     bucket.append(layer)
                     if sum(layer_work(x).n_params_local for x in bucket) * grad_bytes >= scenario.parallel.dp_bucket:
                         flush_bucket(stage, devices)
 
     bucket: list[int] = []
+    reduce_needed = plan.grad_shards > 1 or (model.moe is not None and plan.expert_grad_shards > 1)
     # parallel.overlap_grad_reduce false (Megatron-LM 2020-21 LocalDDP, DeepSpeed ZeRO 0/1): the
     # gradients are reduced after the stage's last backward, in one collective over all of them
     overlap_reduce = scenario.parallel.overlap_grad_reduce
     deferred: dict[int, list[int]] = {}
 
+    def grad_reduce(stage: int, devices, layer_ids, op: str, name: str, layer: int, n_bytes_per_param: float,
+                    stream: Stream = Stream.DP) -> list[int]:
+        """The dp reduction (or gather) of layers' gradients: the dense part over the dp·cp group,
+        the routed experts' part over the expert-data-parallel group (MoE parallel folding)."""
+        expert = sum(layer_work(x).n_expert_params_local for x in layer_ids)
+        dense = sum(layer_work(x).n_params_local for x in layer_ids) - expert
+        ids = []
+        if dense > 0 and plan.grad_shards > 1:
+            ids += em.collective(stage, devices, op, "dp", dense * n_bytes_per_param, name, "dp", layer, -1, stream,
+                                 advance=False)
+        if expert > 0 and plan.expert_grad_shards > 1:
+            ids += em.collective(stage, devices, op, "edp", expert * n_bytes_per_param, name + " (experts)", "dp",
+                                 layer, -1, stream, advance=False)
+        return ids
+
     def flush_bucket(stage: int, devices) -> None:
         if not bucket:
             return
-        n = sum(layer_work(x).n_params_local for x in bucket)
-        dp_tasks[stage] += em.collective(stage, devices, dp_op, "dp", n * grad_bytes,
-                                         f"dp grad {dp_op} L{bucket[-1]}..L{bucket[0]}", "dp", bucket[0], -1,
-                                         Stream.DP, advance=False)
+        dp_tasks[stage] += grad_reduce(stage, devices, list(bucket), dp_op,
+                                       f"dp grad {dp_op} L{bucket[-1]}..L{bucket[0]}", bucket[0], grad_bytes)
         bucket.clear()
 
     overlapping: dict[int, tuple[int, ...]] = {}   # device -> collective running beside its next compute
@@ -416,13 +443,12 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     # overlap_param_gather that gather overlaps the next step's forward, so in the steady state
     # it is issued at the start of the step, one bucket per chunk, and the chunk's first forward
     # waits for it.
-    if plan.zero_stage in (1, 2) and plan.grad_shards > 1:
+    if plan.zero_stage in (1, 2) and (plan.grad_shards > 1 or plan.expert_grad_shards > 1):
         for s in range(pp):
             devices = em.role_devices(s)
             for c in range(v):
-                n = sum(layer_work(x).n_params_local for x in layers_of[s][c])
-                ids = em.collective(s, devices, "all-gather", "dp", n * shard.dtype_bytes,
-                                    f"param gather chunk{c}", "dp", -1, -1, Stream.DP_GATHER, advance=False)
+                ids = grad_reduce(s, devices, list(layers_of[s][c]), "all-gather", f"param gather chunk{c}", -1,
+                                  shard.dtype_bytes, Stream.DP_GATHER)
                 for d in devices:
                     em.cursor[d] = tuple(em.cursor.get(d, ())) + tuple(ids)
 
@@ -459,9 +485,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
 
     for s_, layers_ in deferred.items():
         devices = em.role_devices(s_)
-        n = sum(layer_work(x).n_params_local for x in layers_)
-        dp_tasks[s_] += em.collective(s_, devices, dp_op, "dp", n * grad_bytes, f"dp grad {dp_op} (after the backward)",
-                                      "dp", layers_[0], -1, Stream.DP, advance=False)
+        dp_tasks[s_] += grad_reduce(s_, devices, layers_, dp_op, f"dp grad {dp_op} (after the backward)", layers_[0],
+                                    grad_bytes)
 
     def overflow_check_per_tensor(stage: int, devices, n_local: float) -> None:
         """DeepSpeed's fp16 optimizer checks every gradient tensor for inf/nan on its own:
@@ -486,9 +511,11 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     stage_of: dict[int, int] = {}
     for s in range(pp):
         devices = em.role_devices(s)
-        n_local = stage_params(model, pp, s, v, plan.tp, plan.ep)
-        shard_frac = plan.grad_shards if plan.zero_stage >= 1 else 1
-        opt = time_ops(O.optimizer_ops(n_local / shard_frac, plan.precision, optimizer=scenario.training.optimizer),
+        n_dense, n_expert = stage_param_split(model, pp, s, v, plan.tp, plan.ep, plan.etp)
+        n_local = n_dense + n_expert
+        opt_params = (n_dense / plan.grad_shards + n_expert / plan.expert_grad_shards if plan.zero_stage >= 1
+                      else n_local)
+        opt = time_ops(O.optimizer_ops(opt_params, plan.precision, optimizer=scenario.training.optimizer),
                        kernels, plan, "optimizer")
         if host is not None:
             if not software.optimizer_fused:   # a per-tensor loop: OPTIMIZER_OPS_PER_TENSOR kernels per tensor
@@ -504,8 +531,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                 em.host_sync(devices, host.costs.host_sync_s, f"host sync {i + 1} before the optimizer")
         for w in opt:
             em.compute(devices, w, -1, -1, "optimizer")
-        static = static_memory_bytes(n_local, plan.zero_stage, plan.grad_shards, plan.precision,
-                                     scenario.training.optimizer)
+        static = moe_static_memory_bytes(n_dense, n_expert, plan.zero_stage, plan.grad_shards,
+                                         plan.expert_grad_shards, plan.precision, scenario.training.optimizer)
         for d in devices:
             initial[d] = dict(static)
             stage_of[d] = s

@@ -20,7 +20,7 @@ COLLECTIVE_OPS = {
     "reduce-scatter": CollectiveOp.REDUCE_SCATTER, "all-to-all": CollectiveOp.ALL_TO_ALL,
     "send-recv": CollectiveOp.SEND_RECV, "broadcast": CollectiveOp.BROADCAST,
 }
-AXIS_STREAM = {"tp": Stream.COMM, "cp": Stream.COMM, "ep": Stream.COMM}
+AXIS_STREAM = {"tp": Stream.COMM, "cp": Stream.COMM, "ep": Stream.COMM, "etp": Stream.COMM, "tpep": Stream.COMM}
 
 
 @dataclass
@@ -44,7 +44,9 @@ class Emitter:
     def _groups(self, axis: str, stage: int) -> tuple[tuple[int, ...], ...]:
         key = (axis, stage)
         if key not in self._roles:
-            self._roles[key] = (self.plan.ep_groups(stage) if axis == "ep" else
+            expert = {"ep": self.plan.ep_groups, "etp": self.plan.etp_groups, "tpep": self.plan.tpep_groups,
+                      "edp": self.plan.edp_groups}
+            self._roles[key] = (expert[axis](stage) if axis in expert else
                                 self.plan.grad_groups(stage) if axis == "dp" else self.plan.groups(axis, stage))
         return self._roles[key]
 

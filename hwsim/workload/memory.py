@@ -19,9 +19,10 @@ from hwsim.engine.task import MemKind
 from hwsim.errors import ConfigError, PlanError
 from hwsim.workload.schedules import chunk_layers
 from hwsim.workload.shard import (embedding_param_count, head_param_count, is_moe_layer, layer_param_count,
-                                  local_dims)
+                                  layer_param_split, local_dims, mtp_param_count)
 
-__all__ = ["static_memory_bytes", "stage_layers", "stage_params", "optimizer_state_bytes_per_param", "FP32_BYTES"]
+__all__ = ["static_memory_bytes", "stage_layers", "stage_params", "stage_param_split", "moe_static_memory_bytes",
+           "optimizer_state_bytes_per_param", "FP32_BYTES"]
 
 _FULL_PRECISION = (Dtype.FP32, Dtype.TF32)
 HALF_BYTES = 2   # fp16/bf16 weights and gradients (ZeRO §3: "2Ψ + 2Ψ")
@@ -60,6 +61,16 @@ def static_memory_bytes(n_params_local: float, zero_stage: int, dp: int, precisi
     }
 
 
+def moe_static_memory_bytes(n_dense_local: float, n_expert_local: float, zero_stage: int, grad_shards: int,
+                            expert_grad_shards: int, precision: Dtype, optimizer: str = "adam") -> dict[MemKind, float]:
+    """`static_memory_bytes` of a device holding dense parameters (sharded by ZeRO over the
+    dp·cp `grad_shards`) and routed-expert parameters (sharded over the expert-data-parallel
+    group, Megatron-Core's expert distributed optimizer)."""
+    dense = static_memory_bytes(n_dense_local, zero_stage, grad_shards, precision, optimizer)
+    expert = static_memory_bytes(n_expert_local, zero_stage, expert_grad_shards, precision, optimizer)
+    return {k: dense[k] + expert[k] for k in dense}
+
+
 def stage_layers(n_layers: int, pp: int, stage: int, virtual_stages: int = 1) -> tuple[int, ...]:
     """The layers (0-based) that pipeline stage `stage` holds, over all its model chunks.
 
@@ -75,8 +86,21 @@ def stage_layers(n_layers: int, pp: int, stage: int, virtual_stages: int = 1) ->
     return tuple(i for chunk in chunks[stage] for i in chunk)
 
 
+def stage_param_split(model: ModelConfig, pp: int, stage: int, virtual_stages: int = 1, tp: int = 1,
+                      ep: int = 1, etp: int | None = None) -> tuple[float, float]:
+    """(dense, routed-expert) parameters held by one device of pipeline stage `stage` (see
+    `stage_params`); the MTP modules sit on the last stage."""
+    total = stage_params(model, pp, stage, virtual_stages, tp, ep, etp)
+    layers = stage_layers(model.layers, pp, stage, virtual_stages)
+    n_moe = sum(1 for i in layers if is_moe_layer(model, i))
+    expert = n_moe * layer_param_split(model, True, tp, ep, etp)[1] if n_moe else 0.0
+    if stage == pp - 1 and model.mtp_layers and model.moe is not None:
+        expert += model.mtp_layers * layer_param_split(model, True, tp, ep, etp)[1]
+    return total - expert, expert
+
+
 def stage_params(model: ModelConfig, pp: int, stage: int, virtual_stages: int = 1, tp: int = 1,
-                 ep: int = 1) -> float:
+                 ep: int = 1, etp: int | None = None) -> float:
     """Parameters held by one device of pipeline stage `stage`: its layers (tp shards the
     matrices, norms are replicated; ep shards the experts), the embedding on the first stage,
     the final norm and the head on the last. With tied embeddings and pp > 1 the last stage
@@ -84,13 +108,13 @@ def stage_params(model: ModelConfig, pp: int, stage: int, virtual_stages: int = 
     copies' gradients are all-reduced)."""
     layers = stage_layers(model.layers, pp, stage, virtual_stages)
     n_moe = sum(1 for i in layers if is_moe_layer(model, i))
-    total = n_moe * layer_param_count(model, True, tp, ep) if n_moe else 0.0
+    total = n_moe * layer_param_count(model, True, tp, ep, etp=etp) if n_moe else 0.0
     if len(layers) > n_moe:
-        total += (len(layers) - n_moe) * layer_param_count(model, False, tp, ep)
+        total += (len(layers) - n_moe) * layer_param_count(model, False, tp, ep, etp=etp)
     if stage == 0:
         total += embedding_param_count(model, tp)
     if stage == pp - 1:
-        total += head_param_count(model, tp)
+        total += head_param_count(model, tp) + mtp_param_count(model, tp, ep, etp)
         if model.tied_embeddings and pp > 1:
             total += local_dims(model, tp, ep).vocab * model.hidden
     return float(total)

@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 from hwsim.config.schema import Dtype, MlpKind, ModelConfig, Recompute
 from hwsim.errors import ConfigError
+from hwsim.workload import moe as M
 from hwsim.workload import shard as S
 from hwsim.workload.memory import FP32_BYTES, optimizer_state_bytes_per_param  # fp32: logsumexp, loss softmax, main grads
 from hwsim.workload.shard import (Shard, active_param_count, is_moe_layer, layer_matmul_params,
@@ -90,6 +91,8 @@ class Group(StrEnum):
     TP = "tp"
     CP = "cp"
     EP = "ep"
+    ETP = "etp"      # expert tensor parallel (MoE parallel folding)
+    TPEP = "tpep"    # the etp·ep ranks sharing an expert-data-parallel index (all-gather dispatcher)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,7 @@ class _Ctx:
     in_b: int        # GEMM operand bytes (1 with fp8)
     t: int           # tokens on this device (replicated over tp)
     ts: int          # tokens of norms/residuals (split over tp with sequence parallelism)
+    window: int = 0  # sliding-window attention span of this layer (0: full attention)
 
     @property
     def tp_comm(self) -> bool:
@@ -147,9 +151,12 @@ class _Ctx:
         return float(self.t * self.model.hidden * self.db)
 
 
-def _ctx(model: ModelConfig, shard: Shard) -> _Ctx:
-    return _Ctx(model, shard, S.local_dims(model, shard.tp, shard.ep), S.family(model), shard.dtype_bytes,
-                1 if shard.fp8 else shard.dtype_bytes, shard.tokens, shard.sp_tokens)
+def _ctx(model: ModelConfig, shard: Shard, windowed: bool = False) -> _Ctx:
+    # a window only where it is shorter than the sequence and the sequence is not split over cp
+    window = (model.sliding_window.window if windowed and model.sliding_window is not None
+              and model.sliding_window.window < shard.seq_len and shard.cp == 1 else 0)
+    return _Ctx(model, shard, S.local_dims(model, shard.tp, shard.ep, shard.etp), S.family(model), shard.dtype_bytes,
+                1 if shard.fp8 else shard.dtype_bytes, shard.tokens, shard.sp_tokens, window)
 
 
 def _gemm(c: _Ctx, name: str, m_exact: float, n: int, k: int, batch: int = 1, saved: float = 0.0,
@@ -231,13 +238,26 @@ def _column_bwd(c: _Ctx, gemm: Op, entry: str) -> list[Op]:
 # --- attention block --------------------------------------------------------------------------
 
 def _attention_shape(c: _Ctx) -> tuple[int, int, int, int, int, bool]:
+    """(b, heads, s_q, s_kv, d, causal). A sliding window of w is a kernel over s_q queries and w
+    keys each (FlashAttention's local attention skips the blocks outside the window)."""
     sh = c.shard
+    if c.window:
+        return (sh.micro_batch, c.dims.heads, sh.local_seq_len, c.window, c.dims.head_dim, False)
     return (sh.micro_batch, c.dims.heads, sh.local_seq_len, sh.seq_len, c.dims.head_dim, c.model.causal)
 
 
 def _attention_flop(c: _Ctx) -> float:
     b, a, sq, skv, d, causal = _attention_shape(c)
+    if c.window:   # query i sees min(i, w) keys: s·w − w(w−1)/2 scores per head
+        w = c.window
+        return 4.0 * b * a * d * (sq * w - w * (w - 1) / 2)
     return 4.0 * b * a * sq * skv * d * (0.5 if causal else 1.0)
+
+
+def _kv_len(c: _Ctx) -> int:
+    """Keys and values the kernel reads: the whole sequence (a window still reads every key once)."""
+    b, a, sq, skv, d, causal = _attention_shape(c)
+    return sq if c.window else skv
 
 
 def _kv_block_bytes(c: _Ctx) -> float:
@@ -259,7 +279,7 @@ def _attention_internal_saved(c: _Ctx, flash: bool) -> float:
 def _attention_fwd(c: _Ctx, flash: bool) -> Op:
     b, a, sq, skv, d, _ = _attention_shape(c)
     q = b * a * sq * d
-    kv = 2 * b * c.dims.kv_heads * skv * d
+    kv = 2 * b * c.dims.kv_heads * _kv_len(c) * d
     stats = b * a * sq * FP32_BYTES
     bytes_moved = (2 * q + kv) * c.db + stats                   # read Q, K, V; write O and logsumexp
     if not flash:
@@ -272,7 +292,7 @@ def _attention_fwd(c: _Ctx, flash: bool) -> Op:
 def _attention_bwd(c: _Ctx, fwd: Op, flash: bool) -> Op:
     b, a, sq, skv, d, _ = _attention_shape(c)
     q = b * a * sq * d
-    kv = 2 * b * c.dims.kv_heads * skv * d
+    kv = 2 * b * c.dims.kv_heads * _kv_len(c) * d
     bytes_moved = (4 * q + 2 * kv) * c.db + 2 * b * a * sq * FP32_BYTES  # read Q,K,V,O,dO,lse; write dQ,dK,dV
     if not flash:   # the scores, twice the forward's traffic
         bytes_moved += 2 * b * a * sq * skv * NON_FLASH_SCORE_BYTES
@@ -301,6 +321,52 @@ def _attention_block_fwd(c: _Ctx, flash: bool) -> list[Op]:
     ops += [_attention_fwd(c, flash),
             _gemm(c, "attn_proj", c.t, h, a * d, saved=c.t * a * d * c.db),   # keeps the attention output
             *_tp_exit_fwd(c, "attn_tp"), _residual(c, "attn_resid")]
+    return ops
+
+
+def _mla_block_fwd(c: _Ctx, flash: bool) -> list[Op]:
+    """Multi-head latent attention (shard.py's docstring): the down projections of the query and of
+    the key-value latent (+ the shared RoPE key) on the whole hidden, their RMSNorms, the up
+    projections per head, rotary on the RoPE parts, the attention core with d_qk = nope + rope
+    and d_v, the output projection."""
+    m, h, a = c.model.mla, c.model.hidden, c.dims.heads
+    qk, v = m.qk_nope_head_dim + m.qk_rope_head_dim, m.v_head_dim
+    kv_down = m.kv_lora_rank + m.qk_rope_head_dim
+    ops = [_norm(c, "attn_norm"), *_tp_entry_fwd(c, "attn_ag")]
+    if m.q_lora_rank:
+        ops += [_gemm(c, "q_down", c.t, m.q_lora_rank, h, saved=c.ts * h * c.db),
+                _mem("q_norm", 2 * c.t * m.q_lora_rank * c.db, saved=c.t * m.q_lora_rank * c.db),
+                _gemm(c, "q_up", c.t, a * qk, m.q_lora_rank, saved=c.t * m.q_lora_rank * c.db)]
+    else:
+        ops.append(_gemm(c, "q_down", c.t, a * qk, h, saved=c.ts * h * c.db))
+    ops += [_gemm(c, "kv_down", c.t, kv_down, h),                    # same input as q_down: kept once
+            _mem("kv_norm", 2 * c.t * m.kv_lora_rank * c.db, saved=c.t * m.kv_lora_rank * c.db),
+            _gemm(c, "kv_up", c.t, a * (m.qk_nope_head_dim + v), m.kv_lora_rank, saved=c.t * m.kv_lora_rank * c.db),
+            _mem("rotary", 2 * c.t * (a + 1) * m.qk_rope_head_dim * c.db)]
+    if c.shard.cp > 1:
+        ops.append(_comm("cp_kv_ring", Collective.SEND_RECV, Group.CP, (c.shard.cp - 1) * _kv_block_bytes(c),
+                         overlap="attn"))
+    attn = _attention_fwd(c, flash)
+    # what the core keeps: Q (a·qk), K (a·qk), V (a·v) per token, and its statistics
+    attn = Op(attn.name, attn.kind, attn.phase, flop=attn.flop, bytes_moved=attn.bytes_moved, attention=attn.attention,
+              saved_bytes=float(c.t * a * (2 * qk + v) * c.db + _attention_internal_saved(c, flash)))
+    ops += [attn, _gemm(c, "attn_proj", c.t, h, a * v, saved=c.t * a * v * c.db),
+            *_tp_exit_fwd(c, "attn_tp"), _residual(c, "attn_resid")]
+    return ops
+
+
+def _mla_block_bwd(c: _Ctx, fwd: list[Op], flash: bool) -> list[Op]:
+    by = {o.name: o for o in fwd}
+    ops = [_mem_bwd(by["attn_resid"]), *_tp_exit_bwd(c, "attn_tp"), *_grads(c, by["attn_proj"])]
+    if c.shard.cp > 1:
+        ops.append(_comm("cp_kv_ring.bwd", Collective.SEND_RECV, Group.CP,
+                         2 * (c.shard.cp - 1) * _kv_block_bytes(c), Phase.BWD_INPUT, "attn.bwd"))
+    ops += [_attention_bwd(c, by["attn"], flash), _mem_bwd(by["rotary"]), *_grads(c, by["kv_up"]),
+            _mem_bwd(by["kv_norm"])]
+    if "q_up" in by:
+        ops += [*_grads(c, by["q_up"]), _mem_bwd(by["q_norm"])]
+    # the two down projections read the same (gathered) input: one tp reduction of their dX
+    ops += [*_grads(c, by["q_down"]), *_column_bwd(c, by["kv_down"], "attn_ag"), _mem_bwd(by["attn_norm"])]
     return ops
 
 
@@ -352,60 +418,108 @@ def _mlp_block_bwd(c: _Ctx, fwd: list[Op]) -> list[Op]:
             _mem_bwd(by["mlp_norm"])]
 
 
+def _moe_tokens(c: _Ctx) -> M.RankTokens:
+    """Token counts of this rank's MoE layer (hwsim.workload.moe). Each tp rank routes its 1/tp of
+    the tokens: Megatron-Core runs MoE layers with sequence parallelism when tp > 1 (MoELayer
+    refuses tp without it in training), so the dispatcher starts from the sequence-parallel shard."""
+    moe, sh = c.model.moe, c.shard
+    return M.rank_tokens(c.t / sh.tp, moe.experts, moe.top_k, sh.ep, sh.etp, sh.dispatcher,
+                         moe.imbalance, moe.capacity_factor)
+
+
 def _moe_block_fwd(c: _Ctx) -> list[Op]:
-    """Router, top-k, permute, all-to-all dispatch over ep, the local experts as one batched GEMM
-    (capacity factor 1: each of the experts/ep local experts gets tokens·top_k·ep/experts),
-    all-to-all combine, shared experts (one MLP of shared·ffn), weighted un-permute."""
-    h, d = c.model.hidden, c.dims
-    moe = c.model.moe
-    received = c.t * d.top_k                       # token copies this device's experts process
-    dispatch = received * h * c.db
-    ops = [_norm(c, "mlp_norm"), *_tp_entry_fwd(c, "mlp_ag"),
-           _gemm(c, "router", c.t, moe.experts, h, saved=c.ts * h * c.db),       # keeps the normed input
-           # softmax + top-k over fp32 logits; keeps the routing probabilities
-           _mem("router_topk", c.t * moe.experts * (c.db + FP32_BYTES) + 2 * received * FP32_BYTES,
-                saved=c.t * moe.experts * FP32_BYTES),
-           _mem("moe_permute", c.t * h * c.db + dispatch)]
-    if c.shard.ep > 1:
-        ops.append(_comm("moe_dispatch", Collective.ALL_TO_ALL, Group.EP, dispatch))
-    ops += _mlp_ops(c, "expert", received / d.experts, d.moe_ffn, batch=d.experts, keep_input=dispatch)
-    if c.shard.ep > 1:
-        ops.append(_comm("moe_combine", Collective.ALL_TO_ALL, Group.EP, dispatch))
-    if moe.shared_experts:   # same input tensor as the router: nothing more to keep for it
-        ops += _mlp_ops(c, "shared", c.t, moe.shared_experts * d.moe_ffn)
-    shared_read = c.t * h * c.db if moe.shared_experts else 0
-    # weighted sum of each token's top_k expert outputs (+ the shared output); keeps the expert
-    # outputs for the gradient of the routing weights
-    ops += [_mem("moe_unpermute", dispatch + shared_read + c.t * h * c.db, saved=dispatch),
-            *_tp_exit_fwd(c, "mlp_tp"), _residual(c, "mlp_resid")]
+    """Router (GEMM, softmax/sigmoid and top-k in fp32, keeps the probabilities), the dispatcher's
+    permute and collectives (hwsim.workload.moe), the local experts as one grouped GEMM per
+    matrix, the combine, the shared experts (a tensor-parallel MLP of shared·moe_ffn), and the
+    weighted un-permute."""
+    h, d, moe, sh = c.model.hidden, c.dims, c.model.moe, c.shard
+    rt = _moe_tokens(c)
+    row = h * c.db
+    local = d.experts
+    disp = M.MoeDispatcher(sh.dispatcher)
+    ops = [_norm(c, "mlp_norm"),
+           _gemm(c, "router", rt.routed, moe.experts, h, saved=rt.routed * row),      # keeps the normed input
+           _mem("router_topk", rt.routed * moe.experts * (c.db + FP32_BYTES) + 2 * rt.routed * moe.top_k * FP32_BYTES,
+                saved=rt.routed * moe.experts * FP32_BYTES)]
+    # the busiest rank's buffer sets the all-to-all's pace
+    a2a = max(rt.sent, rt.received if disp == M.MoeDispatcher.ALLTOALL else rt.sent * moe.imbalance) * row
+    if disp == M.MoeDispatcher.ALLGATHER:
+        group = sh.ep * sh.etp
+        if group > 1:
+            ops.append(_comm("moe_dispatch", Collective.ALL_GATHER, Group.TPEP, rt.routed * group * row))
+        ops.append(_mem("moe_permute", rt.routed * group * row + rt.expert_rows * row))
+    else:
+        if disp == M.MoeDispatcher.ALLTOALL:
+            ops.append(_mem("moe_permute", rt.routed * row + rt.sent * row))
+        if sh.ep > 1:
+            ops.append(_comm("moe_dispatch", Collective.ALL_TO_ALL, Group.EP, a2a))
+        if sh.etp > 1:
+            ops.append(_comm("moe_etp_ag", Collective.ALL_GATHER, Group.ETP, rt.expert_rows * row))
+        if disp == M.MoeDispatcher.FLEX:   # the received rows into expert order (fused TE permute)
+            ops.append(_mem("moe_permute", (rt.sent * moe.imbalance + rt.expert_rows) * row))
+        elif local > 1:                    # sort_chunks_by_idxs: the received chunks by local expert
+            ops.append(_mem("moe_sort", 2 * rt.expert_rows * row))
+    ops += _mlp_ops(c, "expert", rt.per_expert, d.moe_ffn, batch=local, keep_input=rt.expert_rows * row)
+    if disp == M.MoeDispatcher.ALLGATHER:
+        ops.append(_mem("moe_unpermute", rt.expert_rows * row + rt.routed * sh.ep * sh.etp * row,
+                        saved=rt.expert_rows * row))
+        if sh.ep * sh.etp > 1:
+            ops.append(_comm("moe_combine", Collective.REDUCE_SCATTER, Group.TPEP, rt.routed * sh.ep * sh.etp * row))
+    else:
+        if disp == M.MoeDispatcher.ALLTOALL and local > 1:
+            ops.append(_mem("moe_unsort", 2 * rt.expert_rows * row))
+        if sh.etp > 1:
+            ops.append(_comm("moe_etp_rs", Collective.REDUCE_SCATTER, Group.ETP, rt.expert_rows * row))
+        if disp == M.MoeDispatcher.FLEX:   # back to the received order; the combine kernel sums with the weights
+            ops.append(_mem("moe_unpermute", (rt.received + rt.sent * moe.imbalance) * row + rt.routed * row,
+                            saved=rt.received * row))
+        if sh.ep > 1:
+            ops.append(_comm("moe_combine", Collective.ALL_TO_ALL, Group.EP, a2a))
+        if disp == M.MoeDispatcher.ALLTOALL:
+            # weighted sum of each token's top_k expert outputs; keeps them for the gate's gradient
+            ops.append(_mem("moe_unpermute", rt.sent * row + rt.routed * row, saved=rt.received * row))
+    if moe.shared_experts:   # a tensor-parallel MLP beside the routed experts (Megatron SharedExpertMLP)
+        ops += [*_tp_entry_fwd(c, "shared_ag"),
+                *_mlp_ops(c, "shared", c.t, moe.shared_experts * (S._moe_ffn(c.model) // sh.tp),
+                          keep_input=c.ts * h * c.db if c.sp else 0.0),
+                *_tp_exit_fwd(c, "shared_tp"), _mem("moe_shared_add", 3 * rt.routed * row)]
+    if c.tp_comm and not c.sp:   # rebuild the tp-replicated activation from the ranks' shares
+        ops.append(_comm("mlp_tp", Collective.ALL_GATHER, Group.TP, c.act_bytes))
+    ops.append(_residual(c, "mlp_resid"))
     return ops
 
 
 def _moe_block_bwd(c: _Ctx, fwd: list[Op]) -> list[Op]:
+    """The forward reversed: each collective's adjoint (all-to-all <-> all-to-all, all-gather <->
+    reduce-scatter), each memory-bound kernel at twice its bytes, each GEMM's two gradients."""
     by = {o.name: o for o in fwd}
-    ops = [_mem_bwd(by["mlp_resid"]), *_tp_exit_bwd(c, "mlp_tp")]
-    if c.sp:   # the shared experts' and router's dW need the full input: re-gather it early
-        ops.append(_comm("mlp_ag.regather", Collective.ALL_GATHER, Group.TP, c.act_bytes, Phase.BWD_INPUT,
-                         "moe_unpermute.bwd"))
-    ops.append(_mem_bwd(by["moe_unpermute"]))
-    if "shared_up" in by or "shared_gate_up" in by:
-        ops += _mlp_ops_bwd(c, [o for o in fwd if o.name.startswith("shared_")], False, "")
-    if c.shard.ep > 1:
-        ops.append(_comm("moe_combine.bwd", Collective.ALL_TO_ALL, Group.EP, by["moe_combine"].comm[2],
-                         Phase.BWD_INPUT))
-    ops += _mlp_ops_bwd(c, [o for o in fwd if o.name.startswith("expert_")], False, "")
-    if c.shard.ep > 1:
-        ops.append(_comm("moe_dispatch.bwd", Collective.ALL_TO_ALL, Group.EP, by["moe_dispatch"].comm[2],
-                         Phase.BWD_INPUT))
-    ops += [_mem_bwd(by["moe_permute"]), _mem_bwd(by["router_topk"])]
-    dx, dw = _grads(c, by["router"])
-    if c.sp:
-        ops += [dx, _comm("mlp_ag.bwd", Collective.REDUCE_SCATTER, Group.TP, c.act_bytes, Phase.BWD_INPUT, dw.name), dw]
-    elif c.tp_comm:
-        ops += [dx, _comm("router.dx_ar", Collective.ALL_REDUCE, Group.TP, c.act_bytes, Phase.BWD_INPUT, dw.name), dw]
+    bw = Phase.BWD_INPUT
+    adjoint = {Collective.ALL_GATHER: Collective.REDUCE_SCATTER, Collective.REDUCE_SCATTER: Collective.ALL_GATHER,
+               Collective.ALL_TO_ALL: Collective.ALL_TO_ALL}
+
+    def comm_bwd(name: str) -> list[Op]:
+        if name not in by:
+            return []
+        coll, group, size = by[name].comm
+        return [_comm(name + ".bwd", adjoint[Collective(coll)], Group(group), size, bw)]
+
+    def mem_bwd(name: str) -> list[Op]:
+        return [_mem_bwd(by[name])] if name in by else []
+
+    ops = [_mem_bwd(by["mlp_resid"])]
+    if "moe_shared_add" in by:
+        ops += [_mem_bwd(by["moe_shared_add"]), *_tp_exit_bwd(c, "shared_tp"),
+                *_mlp_ops_bwd(c, [o for o in fwd if o.name.startswith("shared_") and o.kind == OpKind.GEMM
+                                  or o.name == "shared_act"], True, "shared_ag")]
+    ops += [*mem_bwd("moe_unpermute"), *comm_bwd("moe_combine"), *comm_bwd("moe_etp_rs"), *mem_bwd("moe_unsort"),
+            *_mlp_ops_bwd(c, [o for o in fwd if o.name.startswith("expert_")], False, ""),
+            *mem_bwd("moe_sort"), *comm_bwd("moe_etp_ag")]
+    if M.MoeDispatcher(c.shard.dispatcher) == M.MoeDispatcher.ALLGATHER:
+        ops += [*mem_bwd("moe_permute"), *comm_bwd("moe_dispatch")]
     else:
-        ops += [dx, dw]
-    return [*ops, _mem_bwd(by["mlp_norm"])]
+        ops += [*comm_bwd("moe_dispatch"), *mem_bwd("moe_permute")]
+    ops += [_mem_bwd(by["router_topk"]), *_grads(c, by["router"]), _mem_bwd(by["mlp_norm"])]
+    return ops
 
 
 # --- layers, embedding, head, optimizer --------------------------------------------------------
@@ -413,25 +527,29 @@ def _moe_block_bwd(c: _Ctx, fwd: list[Op]) -> list[Op]:
 def _layer_fwd_blocks(c: _Ctx, moe_layer: bool, flash: bool) -> tuple[list[Op], list[Op]]:
     if moe_layer and c.model.moe is None:
         raise ConfigError("moe_layer=True for a model without `moe`: pass moe_layer=False")
-    attn = _attention_block_fwd(c, flash)
+    attn = _mla_block_fwd(c, flash) if c.model.mla is not None else _attention_block_fwd(c, flash)
     ffn = _moe_block_fwd(c) if moe_layer else _mlp_block_fwd(c)
     return attn, ffn
 
 
-def layer_forward_ops(model: ModelConfig, shard: Shard, moe_layer: bool, flash: bool = True) -> tuple[Op, ...]:
+def layer_forward_ops(model: ModelConfig, shard: Shard, moe_layer: bool, flash: bool = True,
+                      windowed: bool = False) -> tuple[Op, ...]:
     """The forward of one decoder (or encoder) layer on one device, in execution order.
-    `flash=False` is for teaching and the Korthikanti test: attention that keeps its s×s scores."""
-    c = _ctx(model, shard)
+    `flash=False` is for teaching and the Korthikanti test: attention that keeps its s×s scores.
+    `windowed`: a sliding-window layer of the model (shard.is_windowed_layer)."""
+    c = _ctx(model, shard, windowed)
     attn, ffn = _layer_fwd_blocks(c, moe_layer, flash)
     return (*attn, *ffn)
 
 
-def layer_backward_ops(model: ModelConfig, shard: Shard, moe_layer: bool, flash: bool = True) -> tuple[Op, ...]:
+def layer_backward_ops(model: ModelConfig, shard: Shard, moe_layer: bool, flash: bool = True,
+                       windowed: bool = False) -> tuple[Op, ...]:
     """The backward of one layer, in execution order (the forward reversed)."""
-    c = _ctx(model, shard)
+    c = _ctx(model, shard, windowed)
     attn, ffn = _layer_fwd_blocks(c, moe_layer, flash)
     ffn_bwd = _moe_block_bwd(c, ffn) if moe_layer else _mlp_block_bwd(c, ffn)
-    return (*ffn_bwd, *_attention_block_bwd(c, attn, flash))
+    attn_bwd = _mla_block_bwd(c, attn, flash) if model.mla is not None else _attention_block_bwd(c, attn, flash)
+    return (*ffn_bwd, *attn_bwd)
 
 
 def embedding_ops(model: ModelConfig, shard: Shard) -> FwdBwd:
@@ -508,16 +626,25 @@ def model_flop_per_step(model: ModelConfig, global_batch: int) -> float:
     token and layer (6·s·a·d causal: the ops count the masked half as skipped). Equal to the sum
     of `Op.model_flop` over all ops of all devices (tests/unit/test_ops.py)."""
     tokens = global_batch * model.seq_len
+    s, w = model.seq_len, (model.sliding_window.window if model.sliding_window else 0)
     matmul = sum(layer_matmul_params(model, is_moe_layer(model, i), active=True) for i in range(model.layers))
     matmul += model.vocab * model.hidden
-    attn_per_token = 12 * model.seq_len * model.heads * S.head_dim(model) * (0.5 if model.causal else 1.0)
-    return float(6 * matmul * tokens + model.layers * attn_per_token * tokens)
+    full = 12 * s * model.heads * S.head_dim(model) * (0.5 if model.causal else 1.0)
+    # a window of w: query i sees min(i, w) keys, s·w − w(w−1)/2 per sequence (12·a·d FLOP each)
+    windowed = 12 * model.heads * S.head_dim(model) * (s * w - w * (w - 1) / 2) / s if 0 < w < s else full
+    attn = sum(windowed if S.is_windowed_layer(model, i) else full for i in range(model.layers))
+    if model.mtp_layers:   # each MTP module: the 2h -> h projection, one layer, the shared logits
+        mtp = (2 * model.hidden * model.hidden + layer_matmul_params(model, model.moe is not None, active=True)
+               + model.vocab * model.hidden)
+        matmul += model.mtp_layers * mtp
+        attn += model.mtp_layers * full
+    return float(6 * matmul * tokens + attn * tokens)
 
 
 # --- activation memory --------------------------------------------------------------------------
 
 def layer_activation_bytes(model: ModelConfig, shard: Shard, recompute: Recompute, moe_layer: bool = False,
-                           flash: bool = True) -> float:
+                           flash: bool = True, windowed: bool = False) -> float:
     """Activation bytes one layer keeps for its backward (one micro-batch, one device).
 
     Korthikanti et al. 2022, Table 2, per layer with b·s → T tokens (fp16, GPT: ffn = 4h, MHA,
@@ -532,7 +659,7 @@ def layer_activation_bytes(model: ModelConfig, shard: Shard, recompute: Recomput
     permuted tokens (T·top_k·h), the experts' activations, and their outputs for the gate
     gradient; the Llama family has no dropout masks.
     """
-    c = _ctx(model, shard)
+    c = _ctx(model, shard, windowed)
     if recompute == Recompute.FULL:
         return float(c.ts * model.hidden * c.db)
     attn, ffn = _layer_fwd_blocks(c, moe_layer, flash)

@@ -2,8 +2,17 @@
 
 Rank order follows Megatron-LM by default (`parallel.order`, fastest-varying first:
 tp-cp-ep-dp-pp): tensor-parallel peers are adjacent ranks (inside a node), then context,
-data, and pipeline stages outermost. Expert parallelism reuses the data×context ranks of a
-stage (ep divides dp·cp), as Megatron-Core's expert-data-parallel groups do.
+data, and pipeline stages outermost.
+
+MoE parallel folding (Megatron-Core >= 0.10, Liu et al. 2025, "MoE Parallel Folding",
+arXiv:2504.14960; megatron/core/parallel_state.py initialize_model_parallel): the experts have a
+layout of their own over the same tp·cp·dp ranks of a pipeline stage. Megatron builds two
+RankGenerators with the same `order`: the attention one with sizes (tp, cp, dp, pp) and ep = 1,
+the expert one with tp -> etp (expert_tensor_parallel_size), cp -> 1, ep, dp -> edp =
+tp·cp·dp / (etp·ep) (expert_data_parallel_size), pp unchanged. So with the default order a
+stage's local rank r has expert-tensor rank r mod etp, expert-parallel rank (r div etp) mod ep
+and expert-data rank r div (etp·ep): ep no longer has to divide dp·cp, only etp·ep has to
+divide tp·cp·dp. Expert weights' gradients are reduced over the edp group.
 """
 
 from __future__ import annotations
@@ -40,6 +49,38 @@ class Plan:
     flash: bool
     n_devices: int
     devices_per_node: int
+    etp: int = 1                # expert tensor parallel (parallel folding); Megatron-Core's default is tp
+    expert_order: tuple[str, ...] = ("tp", "ep", "dp", "pp")   # the expert RankGenerator's order
+
+    @property
+    def edp(self) -> int:
+        """Expert-data-parallel size: the ranks holding the same experts, tp·cp·dp / (etp·ep)."""
+        return self.tp * self.cp * self.dp // (self.etp * self.ep)
+
+    @cached_property
+    def _expert_strides(self) -> dict[str, int]:
+        sizes = {"tp": self.etp, "ep": self.ep, "dp": self.edp, "pp": self.pp}
+        strides, stride = {}, 1
+        for axis in self.expert_order:
+            strides[axis] = stride
+            stride *= sizes[axis]
+        return strides
+
+    def expert_coords(self, rank: int) -> dict[str, int]:
+        """{etp, ep, edp, pp} coordinates of `rank` in the expert layout."""
+        s = self._expert_strides
+        sizes = {"tp": self.etp, "ep": self.ep, "dp": self.edp, "pp": self.pp}
+        names = {"tp": "etp", "ep": "ep", "dp": "edp", "pp": "pp"}
+        return {names[a]: (rank // s[a]) % sizes[a] for a in self.expert_order}
+
+    def _expert_groups(self, axis: str, stage: int) -> tuple[tuple[int, ...], ...]:
+        """Groups along expert axis `axis` (tp = etp, ep, dp = edp) of pipeline stage `stage`."""
+        s = self._expert_strides
+        sizes = {"tp": self.etp, "ep": self.ep, "dp": self.edp}
+        others = [a for a in ("tp", "ep", "dp") if a != axis]
+        bases = sorted(stage * s["pp"] + sum(c * s[a] for a, c in zip(others, combo))
+                       for combo in itertools.product(*(range(sizes[a]) for a in others)))
+        return tuple(tuple(b + i * s[axis] for i in range(sizes[axis])) for b in bases)
 
     @cached_property
     def _strides(self) -> dict[str, int]:
@@ -100,17 +141,41 @@ class Plan:
         return tuple(by_first[k] for k in sorted(by_first))
 
     def ep_groups(self, stage: int) -> tuple[tuple[int, ...], ...]:
-        """Expert-parallel groups of a stage: ep consecutive members of the dp×cp ranks that
-        share a tp rank (Megatron-Core's expert-model-parallel layout)."""
-        out = []
-        for t in range(self.tp):
-            members = [self.rank(tp=t, cp=c, dp=d, pp=stage) for d in range(self.dp) for c in range(self.cp)]
-            out.extend(tuple(members[i:i + self.ep]) for i in range(0, len(members), self.ep))
-        return tuple(out)
+        """Expert-parallel groups of a stage (the all-to-all's), ordered by their first rank."""
+        return self._expert_groups("ep", stage)
+
+    def etp_groups(self, stage: int) -> tuple[tuple[int, ...], ...]:
+        """Expert-tensor-parallel groups of a stage (one expert's matrices split over them)."""
+        return self._expert_groups("tp", stage)
+
+    def edp_groups(self, stage: int) -> tuple[tuple[int, ...], ...]:
+        """Expert-data-parallel groups of a stage: the ranks holding the same expert shards,
+        which reduce the experts' gradients together."""
+        return self._expert_groups("dp", stage)
+
+    def tpep_groups(self, stage: int) -> tuple[tuple[int, ...], ...]:
+        """The etp·ep ranks of a stage that share an expert-data-parallel index (Megatron's
+        tp_ep group: the all-gather dispatcher gathers over it)."""
+        by_edp: dict[int, list[int]] = {}
+        for g in self.etp_groups(stage):
+            by_edp.setdefault(self.expert_coords(g[0])["edp"], []).extend(g)
+        return tuple(tuple(sorted(by_edp[k])) for k in sorted(by_edp))
+
+    @property
+    def expert_grad_shards(self) -> int:
+        """Ranks that reduce (and, with ZeRO, shard) an expert's gradients: edp."""
+        return self.edp
 
     @property
     def fp8(self) -> bool:
         return self.precision == Dtype.FP8
+
+
+def _framework_etp(scenario: ScenarioConfig) -> int | None:
+    if scenario.model.moe is None or scenario.software is None:
+        return None
+    from hwsim.software.profiles import resolve_software   # the software layer reads the plan's types
+    return resolve_software(scenario).expert_tensor_parallel
 
 
 def resolve_plan(scenario: ScenarioConfig) -> Plan:
@@ -119,6 +184,11 @@ def resolve_plan(scenario: ScenarioConfig) -> Plan:
     n = cluster.n_devices
     tp, pp, cp, ep, v = par.tp, par.pp, par.cp, par.ep, par.virtual_stages
     kv_heads = model.kv_heads or model.heads
+    acc = cluster.accelerator
+    if train.precision == Dtype.FP8 and not acc.peak.fp8:
+        raise PlanError(f"training.precision: fp8 needs fp8 tensor cores, which {acc.name} does not have (its "
+                        f"preset lists no peak.fp8); use bf16 or fp16, or an accelerator with fp8 (H100, H200, "
+                        f"B200, MI300X)")
     if model.heads % tp:
         raise PlanError(f"parallel.tp: tp={tp} does not divide the model's {model.heads} attention heads; "
                         f"use a tp that divides {model.heads}")
@@ -147,15 +217,27 @@ def resolve_plan(scenario: ScenarioConfig) -> Plan:
     if model.seq_len % cp:
         raise PlanError(f"parallel.cp: cp={cp} does not divide seq_len={model.seq_len}; use a cp that "
                         f"divides the sequence length")
-    if ep > 1:
-        if model.moe is None:
-            raise PlanError(f"parallel.ep: ep={ep} but the model has no experts (model.moe); set ep: 1")
+    # expert tensor parallelism when not written: the framework profile's (Megatron-Bridge recipes: 1),
+    # else Megatron-Core's default, expert_tensor_parallel_size = tp
+    etp = par.etp if par.etp is not None else (_framework_etp(scenario) or tp)
+    if ep > 1 and model.moe is None:
+        raise PlanError(f"parallel.ep: ep={ep} but the model has no experts (model.moe); set ep: 1")
+    if par.etp is not None and par.etp > 1 and model.moe is None:
+        raise PlanError(f"parallel.etp: etp={par.etp} but the model has no experts (model.moe); leave etp out")
+    if model.moe is not None:
         if model.moe.experts % ep:
             raise PlanError(f"parallel.ep: ep={ep} does not divide the {model.moe.experts} experts; use "
                             f"an ep that divides it")
-        if (dp * cp) % ep:
-            raise PlanError(f"parallel.ep: ep={ep} must divide dp·cp = {dp * cp} (experts are spread over "
-                            f"the data-parallel ranks of a stage); change ep or dp")
+        moe_ffn = model.moe.moe_ffn_hidden or model.ffn_hidden
+        if moe_ffn % etp:
+            raise PlanError(f"parallel.etp: etp={etp} does not divide the experts' hidden size {moe_ffn}; use an "
+                            f"etp that divides it (etp defaults to tp when not written)")
+        per_stage = tp * cp * dp
+        if per_stage % (etp * ep):
+            raise PlanError(f"parallel.ep: etp·ep = {etp}·{ep} = {etp * ep} must divide the tp·cp·dp = {tp}·{cp}·"
+                            f"{dp} = {per_stage} ranks of a pipeline stage (MoE parallel folding lays the experts "
+                            f"over them; expert-data-parallel = tp·cp·dp/(etp·ep)); change ep or etp "
+                            f"(e.g. etp: 1), or dp")
     per_step = train.micro_batch * dp
     if train.global_batch % per_step:
         raise PlanError(f"training.global_batch: {train.global_batch} is not a multiple of micro_batch·dp = "
@@ -166,13 +248,21 @@ def resolve_plan(scenario: ScenarioConfig) -> Plan:
         raise PlanError(f"parallel.schedule: interleaved 1F1B needs the number of micro-batches per "
                         f"pipeline ({n_micro} = global_batch / (micro_batch·dp)) to be a multiple of "
                         f"pp={pp}; change global_batch, micro_batch or pp")
-    order = tuple(a for a in par.order.split("-") if a != "ep")
-    if sorted(order) != sorted(_AXES):
+    named = par.order.split("-")
+    order = tuple(a for a in named if a != "ep")
+    if sorted(order) != sorted(_AXES) or named.count("ep") > 1:
         raise PlanError(f"parallel.order: {par.order!r} must name each of tp, cp, dp, pp once "
                         f"(ep optional), e.g. tp-cp-ep-dp-pp")
+    # the expert RankGenerator: the same order with cp of size 1 (dropped) and ep where the order
+    # names it (Megatron's default order puts it before dp)
+    with_ep = named if "ep" in named else [*named[:named.index("dp")], "ep", *named[named.index("dp"):]]
+    expert_order = tuple(a for a in with_ep if a != "cp")
+    if model.moe is not None and (expert_order[-1] != "pp" or order[-1] != "pp"):
+        raise PlanError(f"parallel.order: {par.order!r} must keep pp outermost (last) when experts are folded "
+                        f"over a stage (Megatron-Core asserts the attention and expert pipeline groups agree)")
     return Plan(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, virtual_stages=v, schedule=par.schedule,
                 sequence_parallel=par.sequence_parallel and tp > 1, zero_stage=par.zero_stage,
                 recompute=par.recompute, micro_batch=train.micro_batch, global_batch=train.global_batch,
                 n_micro=n_micro, precision=train.precision, order=order, n_devices=n,
                 flash=train.attention != AttentionKernel.UNFUSED,
-                devices_per_node=cluster.devices_per_node)
+                devices_per_node=cluster.devices_per_node, etp=etp, expert_order=expert_order)

@@ -13,7 +13,7 @@ from hwsim.hardware.kernels import DTYPE_BYTES, KernelModel
 from hwsim.software.eager import unfuse
 from hwsim.workload import ops as O
 from hwsim.workload.plan import Plan
-from hwsim.workload.shard import Shard
+from hwsim.workload.shard import Shard, is_windowed_layer, layer_param_split
 
 
 
@@ -249,10 +249,11 @@ class LayerWork:
     recompute_extra_bytes: float  # transient bytes while recomputing (full recompute)
     param_bytes_local: float   # this device's share of the layer's parameters (bf16/fp16 copy)
     n_params_local: float
+    n_expert_params_local: float = 0.0   # of which routed experts' (reduced over the expert-data-parallel group)
 
 
 def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer: bool, split: bool,
-                granularity: Granularity, host=None, software=None) -> LayerWork:
+                granularity: Granularity, host=None, software=None, windowed: bool = False) -> LayerWork:
     """`host` (hwsim.software.host.HostPlan, or None for a host that keeps ahead) sets each
     work's host dispatch time; `software` (hwsim.software.profiles.SoftwareStack, or None for
     hwsim's default stack) decides the fp8 casts, what parallel.recompute: selective re-runs,
@@ -263,8 +264,8 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
     eager = software.unfused_elementwise if software else None
     async_tp = software.async_tp if software else False
     grad_accumulation_bytes = software.grad_accumulation_bytes if software else 0.0
-    fwd_ops = O.layer_forward_ops(model, shard, moe_layer, flash=plan.flash)
-    bwd_ops = O.layer_backward_ops(model, shard, moe_layer, flash=plan.flash)
+    fwd_ops = O.layer_forward_ops(model, shard, moe_layer, flash=plan.flash, windowed=windowed)
+    bwd_ops = O.layer_backward_ops(model, shard, moe_layer, flash=plan.flash, windowed=windowed)
 
     def timed(ops, category: str) -> list[Work]:
         return unfuse(time_ops(ops, kernels, plan, category, fp8_recipe, fp8_casts=fp8_casts), eager, kernels)
@@ -306,7 +307,7 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
     if grad_accumulation_bytes > 0.0:
         # the weight gradients added into the accumulation buffer by a kernel of their own, every
         # micro-batch (per parameter: `grad_accumulation_bytes`), after the layer's backward
-        n_bytes = O.layer_param_count(model, moe_layer, plan.tp, plan.ep) * grad_accumulation_bytes
+        n_bytes = O.layer_param_count(model, moe_layer, plan.tp, plan.ep, etp=plan.etp) * grad_accumulation_bytes
         add = Work("grad_accumulate", "bwd-weight" if split else "bwd", duration_s=kernels.memory_time_s(n_bytes),
                    bytes_moved=n_bytes)
         bwd, bww = (bwd, bww + [add]) if split else (bwd + [add], bww)
@@ -319,11 +320,14 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
         fwd, bwd, bww, rec = fuse(fwd, "fwd"), fuse(bwd, "bwd"), fuse(bww, "bwd-weight"), fuse(rec, "recompute")
     act = (O.op_sac_activation_bytes(model, shard, moe_layer)
            if plan.recompute == Recompute.SELECTIVE and selective == "op" and plan.flash else
-           O.layer_activation_bytes(model, shard, plan.recompute, moe_layer=moe_layer, flash=plan.flash))
-    extra = (O.layer_activation_bytes(model, shard, Recompute.NONE, moe_layer=moe_layer, flash=plan.flash) - act
+           O.layer_activation_bytes(model, shard, plan.recompute, moe_layer=moe_layer, flash=plan.flash,
+                                    windowed=windowed))
+    extra = (O.layer_activation_bytes(model, shard, Recompute.NONE, moe_layer=moe_layer, flash=plan.flash,
+                                      windowed=windowed) - act
              if plan.recompute == Recompute.FULL else 0.0)
-    n_local = O.layer_param_count(model, moe_layer, plan.tp, plan.ep)
-    return LayerWork(fwd, bwd, bww, rec, act, extra, n_local * shard.dtype_bytes, n_local)
+    dense, expert = layer_param_split(model, moe_layer, plan.tp, plan.ep, plan.etp)
+    n_local = dense + expert
+    return LayerWork(fwd, bwd, bww, rec, act, extra, n_local * shard.dtype_bytes, n_local, expert)
 
 
 
@@ -339,13 +343,14 @@ def per_layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, split:
     interval = max(software.selective_layer_interval, 1)
     dense_layers = model.moe.dense_layers if model.moe else model.layers
     variants = {}
-    for ac in ((True, False) if layer_ac else (None,)):
-        p_ac = plan if ac is None else replace(plan, recompute=Recompute.FULL if ac else Recompute.NONE)
-        h_ac = host if host is None or ac is None else replace(host, checkpointed=ac)
-        for moe in ((False, True) if model.moe else (False,)):
-            variants[(moe, ac)] = layer_work(model, shard, p_ac, kernels, moe, split, granularity, h_ac, software)
 
     def work_of(layer: int) -> LayerWork:
         ac = ((layer + 1) % interval == 0) if layer_ac else None
-        return variants[(bool(model.moe) and layer >= dense_layers, ac)]
+        key = (bool(model.moe) and layer >= dense_layers, ac, is_windowed_layer(model, layer))
+        if key not in variants:
+            moe, _, windowed = key
+            p_ac = plan if ac is None else replace(plan, recompute=Recompute.FULL if ac else Recompute.NONE)
+            h_ac = host if host is None or ac is None else replace(host, checkpointed=ac)
+            variants[key] = layer_work(model, shard, p_ac, kernels, moe, split, granularity, h_ac, software, windowed)
+        return variants[key]
     return work_of

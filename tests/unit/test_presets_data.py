@@ -217,6 +217,11 @@ PUBLISHED_SIZES = [
     ("mixtral-8x7b", 46.7 * BILLION, "Jiang et al. 2024 §2.1 (47B total; 46.7B in the model card)"),
     ("mpt-7b", 6.7 * BILLION, "mosaicml/mpt-7b model card (6.7B)"),
     ("mpt-30b", 30 * BILLION, "mosaicml/mpt-30b model card (30B)"),
+    ("deepseek-v3", 685 * BILLION, "deepseek-ai/DeepSeek-V3 model card: 671B main model + 14B MTP module"),
+    ("qwen3-30b-a3b", 30.5 * BILLION, "Qwen/Qwen3-30B-A3B model card (30.5B)"),
+    ("qwen3-235b-a22b", 235 * BILLION, "Qwen/Qwen3-235B-A22B model card (235B)"),
+    ("gpt-oss-120b", 116.83 * BILLION, "arXiv:2508.10925 Table 1 (116.83B total)"),
+    ("mixtral-8x22b", 141 * BILLION, "mistralai/Mixtral-8x22B-v0.1 model card (141B)"),
 ]
 
 
@@ -252,7 +257,9 @@ def test_megatron_presets_reproduce_table1(size: str, billions: float) -> None:
 def test_node_file_is_valid_and_sourced(path: Path) -> None:
     raw = _load(path)
     assert raw["name"] == _stem(path)
-    assert set(raw) == {"name", "description", "devices_per_node", "intra_node", "inter_node", "sources"}
+    assert set(raw) - {"nvlink_domain"} == {"name", "description", "devices_per_node", "intra_node", "inter_node",
+                                            "sources"}
+    assert raw.get("nvlink_domain", raw["devices_per_node"]) % raw["devices_per_node"] == 0
     assert isinstance(raw["devices_per_node"], int) and raw["devices_per_node"] > 0
     IntraNodeConfig(**raw["intra_node"])
     InterNodeConfig(**raw["inter_node"])
