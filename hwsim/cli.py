@@ -352,9 +352,11 @@ def _print_software_profiles() -> None:
 
 
 from hwsim.studies.commands import plan as _plan_command, sweep as _sweep_command  # noqa: E402
+from hwsim.reliability.commands import goodput as _goodput_command  # noqa: E402
 
 app.command("sweep")(_sweep_command)
 app.command("plan")(_plan_command)
+app.command("goodput")(_goodput_command)
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from hwsim.config.schema import NetworkModelKind, ScenarioConfig
 from hwsim.engine.executor import simulate
 from hwsim.engine.trace import Trace
 from hwsim.hardware.kernels import KernelModel
-from hwsim.hardware.topology import build_topology, load_transports
+from hwsim.hardware.topology import Topology, build_topology, load_transports
 from hwsim.network.maxmin import Ideal, MaxMinFair
 from hwsim.software.profiles import effective_scenario, resolve_software
 from hwsim.workload.compiler import CompiledStep, Granularity, compile_step
@@ -26,7 +26,8 @@ class StepResult:
     compiled: CompiledStep
     trace: Trace
     summary: dict[str, Any]
-    what_ifs: dict[str, float | None] = field(default_factory=dict, repr=False, compare=False)  # advice's, simulated once
+    scenario: ScenarioConfig | None = None   # as given to run_step (before the software stack's effects)
+    what_ifs: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)  # advice's, simulated once
 
 
 def comm_slowdown(scenario: ScenarioConfig) -> float:
@@ -47,15 +48,17 @@ def estimate_op_tasks(scenario: ScenarioConfig, fold: bool) -> int:
 
 
 def run_step(scenario: ScenarioConfig, fold: bool | None = None,
-             granularity: Granularity | str | None = None) -> StepResult:
+             granularity: Granularity | str | None = None, topology: Topology | None = None) -> StepResult:
+    """`topology`: the cluster's, when the caller changed it (a degraded link, hwsim.reliability.links)."""
     fold = (scenario.simulation.fold if scenario.simulation.fold is not None else True) if fold is None else fold
     if granularity is None:
         granularity = (Granularity.STEP if estimate_op_tasks(scenario, fold) > OP_LEVEL_TASK_LIMIT
                        else Granularity.OP)
     granularity = Granularity(granularity)
+    given = scenario
     software = resolve_software(scenario)
     scenario = effective_scenario(scenario, software)
-    topology = build_topology(scenario.cluster)
+    topology = build_topology(scenario.cluster) if topology is None else topology
     kernels = KernelModel(scenario.cluster.accelerator, scenario.training.attention.value)
     network = (MaxMinFair if scenario.simulation.network_model == NetworkModelKind.MAXMIN else Ideal)(
         topology.capacity_bytes_per_s)
@@ -64,4 +67,4 @@ def run_step(scenario: ScenarioConfig, fold: bool | None = None,
     trace = simulate(compiled.graph, network, memory_capacity_bytes=scenario.cluster.accelerator.hbm,
                      n_links=len(topology.links), initial_memory=compiled.initial_memory,
                      comm_slowdown=comm_slowdown(scenario))
-    return StepResult(compiled, trace, summarize(compiled, trace, kernels))
+    return StepResult(compiled, trace, summarize(compiled, trace, kernels), given)

@@ -14,7 +14,7 @@ import re
 
 __all__ = [
     "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB", "BITS_PER_BYTE",
-    "TFLOP", "PFLOP", "US", "MS", "NS",
+    "TFLOP", "PFLOP", "US", "MS", "NS", "MINUTE", "HOUR", "DAY",
     "UnitError", "parse_bytes", "parse_rate", "parse_flop_rate", "parse_time", "parse_power",
     "fmt_bytes", "fmt_rate", "fmt_flop_rate", "fmt_time",
 ]
@@ -24,6 +24,7 @@ KiB, MiB, GiB, TiB = 2**10, 2**20, 2**30, 2**40
 BITS_PER_BYTE = 8
 GFLOP, TFLOP, PFLOP = 1e9, 1e12, 1e15
 NS, US, MS = 1e-9, 1e-6, 1e-3
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0   # failure rates and checkpoint intervals ("5 min", "108000 h")
 
 
 class UnitError(ValueError):
@@ -44,7 +45,7 @@ _FLOP_RATE_UNITS = {
     "FLOP/s": 1, "GFLOP/s": GFLOP, "TFLOP/s": TFLOP, "PFLOP/s": PFLOP,
 }
 _POWER_UNITS = {"W": 1.0, "kW": 1e3, "MW": 1e6}
-_TIME_UNITS = {"ns": NS, "us": US, "µs": US, "ms": MS, "s": 1.0}
+_TIME_UNITS = {"ns": NS, "us": US, "µs": US, "ms": MS, "s": 1.0, "min": MINUTE, "h": HOUR, "d": DAY}
 
 _NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\s\d].*?)?\s*$")
 

@@ -12,6 +12,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, model_validator
 
 from hwsim import units
+from hwsim.config.reliability import ReliabilityConfig
 
 Bytes = Annotated[float, BeforeValidator(units.parse_bytes)]
 BytesPerS = Annotated[float, BeforeValidator(units.parse_rate)]
@@ -339,6 +340,7 @@ class ScenarioConfig(_Closed):
     training: TrainingConfig
     software: SoftwareConfig | None = None
     simulation: SimulationConfig = SimulationConfig()
+    reliability: ReliabilityConfig | None = None   # hwsim extension: failures, checkpoints (hwsim goodput)
 
     @model_validator(mode="after")
     def _inter_node_needed(self) -> "ScenarioConfig":

@@ -200,6 +200,8 @@ def plan(model: Annotated[Optional[str], typer.Option(help="model preset (e.g. l
          node: Annotated[Optional[str], typer.Option(help="node preset (default from the accelerator)")] = None,
          price: Annotated[Optional[float], typer.Option(help="USD per device-hour (default: the preset's)")] = None,
          rank: Annotated[str, typer.Option(help="throughput | cost")] = "throughput",
+         objective: Annotated[str, typer.Option(help="step (ranked by --rank) | time-to-train (under the "
+                                                "scenario's failures: hwsim goodput)")] = "step",
          top: Annotated[int, typer.Option(help="plans to print")] = 5,
          max_simulations: Annotated[int, typer.Option(help="most plans to simulate")] = 16,
          workers: Annotated[int, typer.Option(help="processes (or Dask workers)")] = 2,
@@ -211,12 +213,16 @@ def plan(model: Annotated[Optional[str], typer.Option(help="model preset (e.g. l
          ) -> None:
     """Search the parallel plans that fit in memory, simulate the promising ones, rank them."""
     from hwsim.studies.executors import make_executor
-    from hwsim.studies.planner import RankBy, plan_search
+    from hwsim.studies.planner import Objective, RankBy, plan_search
 
     try:
         rank_by = RankBy(rank)
     except ValueError:
         raise ConfigError(f"--rank: {rank!r} is not allowed; use throughput or cost") from None
+    try:
+        goal = Objective(objective)
+    except ValueError:
+        raise ConfigError(f"--objective: {objective!r} is not allowed; use step or time-to-train") from None
     if granularity not in ("layer", "op"):
         raise ConfigError(f"--granularity: {granularity!r} is not allowed; use layer or op")
     if top < 1 or max_simulations < 1:
@@ -230,6 +236,9 @@ def plan(model: Annotated[Optional[str], typer.Option(help="model preset (e.g. l
                          n_tokens, price, set_ or [], devices_required=days is None)
     if budget_usd is not None and not sc.training.tokens:
         raise ConfigError("--budget: a budget needs a token budget to cost; give --tokens (e.g. 300B)")
+    if goal == Objective.TIME_TO_TRAIN and (days is not None or not sc.training.tokens):
+        raise ConfigError("--objective time-to-train: needs a token budget (--tokens, e.g. 15T, or training.tokens) "
+                          "and ranks the plans of one device count (leave out --days)")
     if days is not None:
         report = _deadline(sc, days, devices, max_simulations, ex, granularity, budget_usd)
     else:
@@ -246,6 +255,10 @@ def plan(model: Annotated[Optional[str], typer.Option(help="model preset (e.g. l
     if report is None:
         return
     print_plans(report, top)
+    if goal == Objective.TIME_TO_TRAIN:
+        from hwsim.reliability.commands import print_goodput_ranking, rank_plans_by_goodput
+
+        print_goodput_ranking(rank_plans_by_goodput(report), top, report.devices)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(plan_report_json(report), indent=2, default=str) + "\n")

@@ -39,7 +39,7 @@ from hwsim.units import GiB
 from hwsim.software.profiles import resolve_software
 from hwsim.workload.plan import Plan, resolve_plan
 
-__all__ = ["RankBy", "SearchSpace", "Candidate", "Estimate", "PlannedRun", "PlanReport", "DeadlineReport",
+__all__ = ["RankBy", "Objective", "SearchSpace", "Candidate", "Estimate", "PlannedRun", "PlanReport", "DeadlineReport",
            "enumerate_candidates", "Estimator", "plan_search", "fewest_devices", "simulate_candidate"]
 
 SECONDS_PER_DAY = 86400.0
@@ -48,6 +48,14 @@ SECONDS_PER_DAY = 86400.0
 class RankBy(StrEnum):
     THROUGHPUT = "throughput"
     COST = "cost"
+
+
+class Objective(StrEnum):
+    """What `hwsim plan` optimises: one clean step (ranked by --rank), or the time to train the
+    token budget under failures (hwsim.reliability.commands.rank_plans_by_goodput)."""
+
+    STEP = "step"
+    TIME_TO_TRAIN = "time-to-train"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,130 @@
+"""Variance and stragglers: the step time as a distribution over many simulated steps.
+
+A step is compiled once, unfolded (every device simulated: folding makes one device stand for
+its peers, which is exact only while they run identically; per-device variance breaks that,
+so this module never folds and says so for clusters too large to unfold). Each sample then
+scales the duration of every compute kernel on device d by
+
+    slowdown[d] * exp(sigma * Z - sigma^2 / 2),   Z ~ N(0, 1), seeded,
+
+a mean-one lognormal whose coefficient of variation is `kernel_cv` (sigma^2 = ln(1 + cv^2)),
+and re-runs the step on the same task graph and network. A straggler is a device with a
+constant slowdown (a throttled GPU: slowdown = its nominal clock / its throttled one).
+Synchronous collectives turn one slow rank into everyone's wait: with no overlap, a straggler
+of slowdown s stretches the step's compute part by s.
+
+No default spread is assumed (kernel_cv = 0): with no variance and no straggler, a sample is
+the deterministic unfolded step, exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from hwsim.config.schema import NetworkModelKind, ScenarioConfig
+from hwsim.engine.executor import simulate
+from hwsim.engine.task import TaskKind
+from hwsim.engine.taskgraph import TaskGraph
+from hwsim.errors import ConfigError
+from hwsim.hardware.kernels import KernelModel
+from hwsim.hardware.topology import build_topology
+from hwsim.network.maxmin import Ideal, MaxMinFair
+from hwsim.simulate import comm_slowdown, estimate_op_tasks
+from hwsim.software.profiles import effective_scenario, resolve_software
+from hwsim.workload.compiler import CompiledStep, Granularity, compile_step
+
+__all__ = ["Straggler", "StepDistribution", "step_distribution", "perturbed_graph", "UNFOLDED_TASK_LIMIT"]
+
+UNFOLDED_TASK_LIMIT = 300_000   # op-level tasks of an unfolded step; past it, the samples would take minutes
+
+
+@dataclass(frozen=True, slots=True)
+class Straggler:
+    device: int
+    slowdown: float             # >= 1: its kernels take this many times as long
+
+
+@dataclass(frozen=True)
+class StepDistribution:
+    step_times_s: np.ndarray
+    noiseless_step_s: float
+    slowest_device: int         # the device busiest on compute, most often over the samples
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.step_times_s, q))
+
+    @property
+    def p50_s(self) -> float:
+        return self.percentile(50)
+
+    @property
+    def p99_s(self) -> float:
+        return self.percentile(99)
+
+
+def perturbed_graph(graph: TaskGraph, factors: np.ndarray) -> TaskGraph:
+    """A copy of `graph` whose compute task i lasts factors[i] times as long (dependencies and
+    stream orders shared, unchanged)."""
+    out = copy.copy(graph)
+    out.tasks = [replace(t, duration_s=t.duration_s * float(factors[i])) if t.kind == TaskKind.COMPUTE else t
+                 for i, t in enumerate(graph.tasks)]
+    return out
+
+
+def _compile_unfolded(scenario: ScenarioConfig):
+    software = resolve_software(scenario)
+    scenario = effective_scenario(scenario, software)
+    topology = build_topology(scenario.cluster)
+    kernels = KernelModel(scenario.cluster.accelerator, scenario.training.attention.value)
+    network_kind = MaxMinFair if scenario.simulation.network_model == NetworkModelKind.MAXMIN else Ideal
+    compiled = compile_step(scenario, topology, kernels, fold=False, granularity=Granularity.OP,
+                            network=network_kind(topology.capacity_bytes_per_s), software=software)
+    return scenario, topology, network_kind, compiled
+
+
+def _run(scenario: ScenarioConfig, topology, network_kind, compiled: CompiledStep, graph: TaskGraph):
+    return simulate(graph, network_kind(topology.capacity_bytes_per_s),
+                    memory_capacity_bytes=scenario.cluster.accelerator.hbm, n_links=len(topology.links),
+                    initial_memory=compiled.initial_memory, comm_slowdown=comm_slowdown(scenario))
+
+
+def step_distribution(scenario: ScenarioConfig, n_steps: int = 100, seed: int = 0, kernel_cv: float = 0.0,
+                      stragglers: tuple[Straggler, ...] = ()) -> StepDistribution:
+    """`n_steps` simulated steps with seeded kernel-time noise and `stragglers`."""
+    if n_steps < 1:
+        raise ConfigError(f"n_steps: {n_steps} must be at least 1")
+    if not (0.0 <= kernel_cv < 10.0):
+        raise ConfigError(f"kernel_cv: {kernel_cv} must be in [0, 10): the coefficient of variation of a kernel's time")
+    n_devices = scenario.cluster.n_devices
+    for s in stragglers:
+        if not 0 <= s.device < n_devices:
+            raise ConfigError(f"stragglers: device {s.device} is not in the cluster's 0..{n_devices - 1}")
+        if not (1.0 <= s.slowdown < math.inf):
+            raise ConfigError(f"stragglers: slowdown {s.slowdown} of device {s.device} must be at least 1")
+    if estimate_op_tasks(scenario, fold=False) > UNFOLDED_TASK_LIMIT:
+        raise ConfigError(f"cannot fold with variance or stragglers (peers no longer run identically), and "
+                          f"{n_devices:,} devices unfolded are over {UNFOLDED_TASK_LIMIT:,} tasks: study the "
+                          f"variance on a slice of the cluster (fewer cluster.nodes, the same parallel.tp and pp)")
+    eff, topology, network_kind, compiled = _compile_unfolded(scenario)
+    graph = compiled.graph
+    device_of = np.array([t.devices[0] for t in graph.tasks])
+    compute = np.array([t.kind == TaskKind.COMPUTE for t in graph.tasks])
+    durations = np.array([t.duration_s for t in graph.tasks])
+    slow = np.ones(n_devices)
+    for s in stragglers:
+        slow[s.device] *= s.slowdown
+    noiseless = _run(eff, topology, network_kind, compiled, graph).makespan_s
+    sigma = math.sqrt(math.log1p(kernel_cv ** 2))
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
+    times, busiest = np.empty(n_steps), np.zeros(n_devices, dtype=np.int64)
+    for k in range(n_steps):
+        noise = np.exp(sigma * rng.standard_normal(len(graph.tasks)) - sigma * sigma / 2) if sigma > 0 else 1.0
+        factors = slow[device_of] * noise
+        times[k] = _run(eff, topology, network_kind, compiled, perturbed_graph(graph, factors)).makespan_s
+        busy = np.bincount(device_of[compute], weights=(durations * factors)[compute], minlength=n_devices)
+        busiest[int(np.argmax(busy))] += 1
+    return StepDistribution(times, noiseless, int(np.argmax(busiest)))
