@@ -16,7 +16,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/hwsim run scenarios/gpt3-175b-1024xa100.yaml --out out/gpt3-175b
 
+# report.html is checked in a headless Chromium: installed here when missing (root + apt-get)
 test: $(STAMP)
+	sh scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -n 2 tests
 
 bench: $(STAMP)

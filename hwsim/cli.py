@@ -121,6 +121,11 @@ def run(scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
     if granularity is not None and granularity not in ("op", "layer", "step"):
         raise ConfigError(f"--granularity: {granularity!r} is not allowed; use op, layer or step")
     sc = load_scenario(scenario, set_ or [])
+    renderers = None
+    if out is not None:   # processes that import and warm up matplotlib while the step simulates
+        from hwsim.analysis.outputs import start_renderers
+
+        renderers = start_renderers()
     with err_console.status(f"simulating one step of {sc.name} on {sc.cluster.n_devices:,} devices"):
         result = run_step(sc, fold=fold, granularity=granularity)
     from hwsim.analysis.report import bottleneck_account, report_text

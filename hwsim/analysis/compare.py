@@ -2,7 +2,9 @@
 against the first scenario, and a stacked-bar picture of where each one's step time goes.
 
 Both read summaries (the dicts of hwsim.analysis.metrics.summarize, as written to
-summary.json), so saved runs compare without simulating again.
+summary.json), so saved runs compare without simulating again. In the picture a scenario that
+does not fit in device memory is a grey hatched bar labelled "does not fit", and the fastest
+scenario that fits is marked; a variant's name (`a.b=v,c.d=w`) is written one override a line.
 """
 
 from __future__ import annotations
@@ -10,14 +12,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) stays as it is
+from hwsim import units
+from hwsim.analysis.timeline import CATEGORY_COLORS, DPI, PNG_OPTIONS
 
-from hwsim import units  # noqa: E402
-from hwsim.analysis.timeline import CATEGORY_COLORS, DPI  # noqa: E402
-
-__all__ = ["compare_summaries", "plot_comparison", "breakdown_parts", "PART_COLORS"]
+__all__ = ["compare_summaries", "plot_comparison", "comparison_figure", "breakdown_parts", "breakdown_label",
+           "PART_COLORS", "OOM_LABEL", "BEST_LABEL"]
 
 PART_COLORS = {"compute": CATEGORY_COLORS["fwd"], "pipeline_bubble": "#BDBDBD", "idle": "#E0E0E0"}
+# What each part of a device's breakdown (metrics.summarize: "breakdown") measures: the time of
+# *that device's* step, not the critical path (report.md's bottleneck account, whose "pipeline
+# bubble" is the path's time on other stages and is usually a larger share).
+_BREAKDOWN_WORDS = {
+    "compute": "compute", "pipeline_bubble": "waiting on other pipeline stages (bubble)",
+    "idle": "idle (no task)", "host": "waiting on its host thread",
+}
+OOM_LABEL = "does not fit"
+BEST_LABEL = "fastest that fits"
+_OOM_FACE, _OOM_EDGE, _OOM_HATCH = "#D9D9D9", "#B00020", "///"
 _FALLBACK_COLORS = ("#8C564B", "#17BECF", "#BCBD22", "#7F7F7F", "#E377C2")
 _SAME_REL_TOLERANCE = 1e-6  # differences below this (float noise) read as ±0
 
@@ -119,6 +130,13 @@ def _software_cell(sw: dict | None) -> str:
             f"recompute {sw['selective_recompute']}")
 
 
+def breakdown_label(key: str) -> str:
+    """What a breakdown part measures, in words ('exposed_comm.tp' → 'exposed tp communication')."""
+    if key.startswith("exposed_comm."):
+        return f"exposed {key.split('.', 1)[1]} communication"
+    return _BREAKDOWN_WORDS.get(key, key.replace("_", " "))
+
+
 def _part_color(key: str, index: int) -> str:
     if key in PART_COLORS:
         return PART_COLORS[key]
@@ -126,37 +144,75 @@ def _part_color(key: str, index: int) -> str:
     return CATEGORY_COLORS.get(kind, _FALLBACK_COLORS[index % len(_FALLBACK_COLORS)])
 
 
+def _tick_label(name: str) -> str:
+    """A variant's overrides one a line, so that long names do not run into their neighbours."""
+    return "\n".join(part.strip() for part in name.split(",") if part.strip()) or name
+
+
+def _bar_text(summary: Summary, fits: bool, best: bool) -> str:
+    text = f"{units.fmt_time(summary['step_time_s'], 3)}\nMFU {summary['mfu']:.1%}"
+    if not fits:
+        return (f"{OOM_LABEL}\n(peak {units.fmt_bytes(summary['peak_memory_bytes'], precision=3)}"
+                f" of {units.fmt_bytes(summary['memory_capacity_bytes'], precision=3)})\n{text}")
+    return f"{BEST_LABEL}\n{text}" if best else text
+
+
 def plot_comparison(names: list[str], summaries: list[Summary], path: Path) -> Path:
-    """Stacked bars of each scenario's breakdown (seconds), labelled with its step time and
-    MFU; returns `path`."""
+    """Write comparison.png (see `comparison_figure`); returns `path`."""
+    comparison_figure(names, summaries).savefig(path, dpi=DPI, pil_kwargs=PNG_OPTIONS)
+    return path
+
+
+def comparison_figure(names: list[str], summaries: list[Summary]):
+    """Stacked bars of each scenario's breakdown (seconds) on its busiest device, labelled with
+    its step time and MFU; a scenario that does not fit in memory is one grey hatched bar
+    labelled "does not fit" (its peak against the capacity), never marked fastest."""
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) stays
+    from matplotlib.patches import Patch
+
     _check(names, summaries)
     parts = breakdown_parts(summaries)
     longest = max(s["step_time_s"] for s in summaries)
     scale, unit = (units.MS, "ms") if longest < 1.0 else (1.0, "s")
-    width_in = max(7.0, 1.3 * len(names) + 4.0)
-    fig = Figure(figsize=(width_in, 5.5), dpi=DPI)
+    labels = [_tick_label(n) for n in names]
+    fits = [bool(s.get("fits_in_memory", True)) for s in summaries]
+    fitting = [i for i, ok in enumerate(fits) if ok]
+    best = min(fitting, key=lambda i: summaries[i]["step_time_s"]) if len(summaries) > 1 and fitting else None
+    texts = [_bar_text(s, ok, i == best) for i, (s, ok) in enumerate(zip(summaries, fits))]
+    widest = max(len(line) for label in labels + texts for line in label.splitlines())
+    slot_in = max(1.4, 0.08 * widest + 0.4)   # ~0.08 in per character at 9 pt (bold)
+    fig = Figure(figsize=(max(7.0, slot_in * len(names) + 3.2), 5.5 + 0.15 * max(lab.count("\n") for lab in labels)),
+                 dpi=DPI)
     ax = fig.subplots()
-    bottoms = [0.0] * len(names)
     x = list(range(len(names)))
+    bottoms = [0.0] * len(names)
     for j, key in enumerate(parts):
-        heights = [s.get("breakdown", {}).get(key, 0.0) / scale for s in summaries]
-        ax.bar(x, heights, bottom=bottoms, color=_part_color(key, j), label=key, width=0.6,
+        heights = [s.get("breakdown", {}).get(key, 0.0) / scale if ok else 0.0 for s, ok in zip(summaries, fits)]
+        ax.bar(x, heights, bottom=bottoms, color=_part_color(key, j), label=breakdown_label(key), width=0.6,
                edgecolor="white", linewidth=0.5)
         bottoms = [b + h for b, h in zip(bottoms, heights)]
-    for i, summary in enumerate(summaries):
-        ax.text(i, summary["step_time_s"] / scale, f"{units.fmt_time(summary['step_time_s'], 3)}\n"
-                f"MFU {summary['mfu']:.1%}", ha="center", va="bottom", fontsize=9)
+    for i, (summary, ok) in enumerate(zip(summaries, fits)):
+        if not ok:
+            ax.bar([i], [summary["step_time_s"] / scale], width=0.6, color=_OOM_FACE, hatch=_OOM_HATCH,
+                   edgecolor=_OOM_EDGE, linewidth=0.8, gid="does-not-fit")
+    for i, (summary, ok, text) in enumerate(zip(summaries, fits, texts)):
+        ax.text(i, summary["step_time_s"] / scale, text, ha="center", va="bottom", fontsize=9, linespacing=1.15,
+                color=_OOM_EDGE if not ok else "black", weight="bold" if i == best or not ok else "normal",
+                gid="bar-label")
     ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=20 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center",
-                       fontsize=9)
+    ax.set_xticklabels(labels, fontsize=9)
+    ax.set_xlim(-0.5, len(names) - 0.5)
     ax.set_ylabel(f"step time ({unit})")
-    ax.set_ylim(0.0, longest / scale * 1.2)
-    ax.set_title("Where the step time goes (busiest device of each scenario)", fontsize=11, loc="left")
-    handles, labels = ax.get_legend_handles_labels()  # listed top of the stack first
-    ax.legend(handles[::-1], labels[::-1], loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-              frameon=False)
+    ax.set_ylim(0.0, longest / scale * 1.32)   # room for four lines of label over the tallest bar
+    ax.set_title("Where the step time goes (each scenario's busiest device)", fontsize=11, loc="left")
+    handles, legend_labels = ax.get_legend_handles_labels()  # listed top of the stack first
+    handles, legend_labels = handles[::-1], legend_labels[::-1]
+    if not all(fits):
+        handles.append(Patch(facecolor=_OOM_FACE, hatch=_OOM_HATCH, edgecolor=_OOM_EDGE,
+                             label=f"{OOM_LABEL} in device memory"))
+        legend_labels.append(f"{OOM_LABEL} in device memory")
+    ax.legend(handles, legend_labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(axis="y", color="#DDDDDD", lw=0.5)
     ax.set_axisbelow(True)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    return path
+    return fig

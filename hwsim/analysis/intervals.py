@@ -29,7 +29,8 @@ from hwsim.hardware.topology import Topology
 from hwsim.network.transfer import Transfer
 
 __all__ = [
-    "INTERVAL_COLUMNS", "interval_rows", "write_intervals_csv", "write_intervals_parquet",
+    "INTERVAL_COLUMNS", "interval_rows", "interval_columns", "write_intervals_csv", "write_intervals_parquet",
+    "write_interval_files",
     "LinkRates", "BusyLink", "link_carried_bytes", "link_rates", "busiest_links",
     "link_utilization", "window_utilization", "link_label",
 ]
@@ -61,36 +62,58 @@ def interval_rows(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     return id_arr[order], dev_arr[order]
 
 
-def _row_values(trace: Trace, task_id: int, device: int) -> tuple:
-    task = trace.graph.tasks[task_id]
-    return (task_id, device, task.stream.value, task.name, task.category, task.layer,
-            task.micro_batch, float(trace.start_s[task_id]), float(trace.end_s[task_id]),
-            task.flop, task.bytes_moved)
+def interval_columns(trace: Trace) -> dict[str, list | np.ndarray]:
+    """`interval_rows` as columns named `INTERVAL_COLUMNS` (numbers as numpy arrays, text and
+    optional numbers as lists): what the CSV and Parquet files hold."""
+    ids, devices = interval_rows(trace)
+    tasks = trace.graph.tasks
+    unique = np.unique(ids)
+    per_task = {t: (task.stream.value, task.name, task.category, task.layer, task.micro_batch, task.flop,
+                    task.bytes_moved) for t in unique.tolist() for task in (tasks[t],)}
+    rows = [per_task[t] for t in ids.tolist()]
+    text = list(zip(*rows)) if rows else [()] * 7
+    return {"task_id": ids, "device": devices, "stream": list(text[0]), "name": list(text[1]),
+            "category": list(text[2]), "layer": list(text[3]), "micro_batch": list(text[4]),
+            "start_s": trace.start_s[ids], "end_s": trace.end_s[ids], "flop": list(text[5]),
+            "bytes_moved": list(text[6])}
 
 
 def write_intervals_csv(trace: Trace, path: Path) -> int:
     """Write `interval_rows` as CSV (header `INTERVAL_COLUMNS`, times in seconds with full
     precision); returns the number of rows."""
-    ids, devices = interval_rows(trace)
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(INTERVAL_COLUMNS)
-        writer.writerows(_row_values(trace, int(t), int(d)) for t, d in zip(ids, devices))
-    return len(ids)
+    return write_interval_files(interval_columns(trace), csv_path=path)
 
 
 def write_intervals_parquet(trace: Trace, path: Path) -> bool:
     """Write the same rows as Parquet when pyarrow is importable; False (nothing written) if not."""
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow  # noqa: F401
     except ImportError:
         return False
-    ids, devices = interval_rows(trace)
-    rows = [_row_values(trace, int(t), int(d)) for t, d in zip(ids, devices)]
-    columns = {name: [row[i] for row in rows] for i, name in enumerate(INTERVAL_COLUMNS)}
-    pq.write_table(pa.table(columns), path)
+    write_interval_files(interval_columns(trace), parquet_path=path)
     return True
+
+
+def write_interval_files(columns: dict[str, list | np.ndarray], csv_path: Path | None = None,
+                         parquet_path: Path | None = None) -> int:
+    """Write `interval_columns` as CSV (csv module: numbers as Python prints them) and/or Parquet
+    (pyarrow, imported here); returns the number of rows."""
+    if csv_path is not None:
+        with open(csv_path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(INTERVAL_COLUMNS)
+            writer.writerows(zip(*(_plain(columns[name]) for name in INTERVAL_COLUMNS)))
+    if parquet_path is not None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        # Table.from_pydict, not pa.table: the latter imports pandas to check for a DataFrame
+        pq.write_table(pa.Table.from_pydict({name: columns[name] for name in INTERVAL_COLUMNS}), parquet_path)
+    return len(columns["task_id"])
+
+
+def _plain(column: list | np.ndarray) -> list:
+    return column.tolist() if isinstance(column, np.ndarray) else column
 
 
 # --- link usage ----------------------------------------------------------------------------

@@ -7,25 +7,27 @@ Panels are simulated devices: all of them up to `max_panels`; past that one per 
 the devices that ran out of memory, so the worst case is always on the page. When the peak is
 far below the capacity the y axis follows the peak (so the stack stays readable) and the
 capacity is written above the panel instead of drawn.
+
+As timeline.py: `memory_layout(result)` reduces the result to a `MemoryData` of arrays and
+strings (numpy only), `draw_memory(data, path)` draws it (matplotlib imported on first use),
+and `plot_memory` does both.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) stays as it is
-import numpy as np  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+import numpy as np
 
-from hwsim import units  # noqa: E402
-from hwsim.analysis.timeline import DPI, time_axis  # noqa: E402
-from hwsim.engine.memory import MEM_KINDS, MemoryTimeline  # noqa: E402
-from hwsim.engine.task import MemKind  # noqa: E402
+from hwsim import units
+from hwsim.analysis.timeline import DPI, PNG_OPTIONS, time_axis
+from hwsim.engine.memory import MEM_KINDS, MemoryTimeline
+from hwsim.engine.task import MemKind
 
-__all__ = ["MEMORY_COLORS", "memory_devices", "memory_figure_size_in", "plot_memory", "step_curve"]
+__all__ = ["MEMORY_COLORS", "MemoryData", "MemoryPanel", "memory_devices", "memory_figure_size_in",
+           "memory_layout", "draw_memory", "memory_figure", "plot_memory", "step_curve"]
 
 MEMORY_COLORS = {
     MemKind.WEIGHTS: "#4C72B0", MemKind.GRADIENTS: "#DD8452", MemKind.OPTIMIZER: "#55A868",
@@ -73,31 +75,95 @@ def step_curve(timeline: MemoryTimeline, end_s: float) -> tuple[np.ndarray, np.n
     return x, np.repeat(timeline.levels_bytes, 2, axis=0)
 
 
-def plot_memory(result, path: Path, max_panels: int = 8) -> Path:
-    """Draw memory.png (see the module docstring); returns `path`."""
+@dataclass(frozen=True)
+class MemoryPanel:
+    """One device's panel: its step curve in bytes by kind, its peak and its first OOM."""
+
+    title: str
+    x_s: np.ndarray
+    levels_bytes: np.ndarray                  # [len(x_s), len(MEM_KINDS)]
+    peak_time_s: float
+    peak_bytes: float
+    oom: tuple[float, float, str] | None      # (time, level in bytes, what it says)
+
+
+@dataclass(frozen=True)
+class MemoryData:
+    """What memory.png shows, as plain arrays and strings."""
+
+    title: str
+    note: str
+    makespan_s: float
+    capacity_bytes: float
+    panels: tuple[MemoryPanel, ...]
+
+
+def memory_layout(result, max_panels: int = 8) -> MemoryData:
+    """The panels of `result`'s memory picture (numpy only)."""
     compiled, trace, summary = result.compiled, result.trace, result.summary
     devices = memory_devices(compiled, trace, max_panels)
-    width_in, height_in, n_cols = memory_figure_size_in(max(len(devices), 1))
-    n_rows = max(1, math.ceil(len(devices) / n_cols))
+    makespan = max(trace.makespan_s, 1e-30)
+    capacity = float(summary["memory_capacity_bytes"])
+    oom_by_device = {f.device: f for f in trace.oom_findings}
+    panels = []
+    for device in devices:
+        timeline = trace.memory[device]
+        x, levels = step_curve(timeline, makespan)
+        oom = oom_by_device.get(device)
+        panels.append(MemoryPanel(
+            _panel_title(compiled, device, timeline, capacity), x, levels, float(timeline.peak_time_s),
+            float(timeline.peak_bytes),
+            None if oom is None else (float(oom.time_s), float(oom.level_bytes),
+                                      f"out of memory at {units.fmt_time(oom.time_s, 3)}\n"
+                                      f"{units.fmt_bytes(oom.excess_bytes, precision=3)} over ({oom.task_name})")))
+    fits = "fits" if summary["fits_in_memory"] else "DOES NOT FIT"
+    title = (f"{summary['name']}: memory per device over one step (peak "
+             f"{units.fmt_bytes(summary['peak_memory_bytes'], precision=3)} of "
+             f"{units.fmt_bytes(capacity, precision=3)}: {fits})")
+    shown = len(devices)
+    note = (f"{shown} of {len(compiled.simulated)} simulated devices shown: one per pipeline stage and the "
+            f"highest peak" + (" and every device out of memory" if trace.oom_findings else "")
+            if shown < len(compiled.simulated) else f"all {shown} simulated devices")
+    if compiled.folded:
+        note += "; folded: each simulated device stands for its tensor/data-parallel peers"
+    return MemoryData(title, note, makespan, capacity, tuple(panels))
+
+
+def plot_memory(result, path: Path, max_panels: int = 8) -> Path:
+    """Draw memory.png (see the module docstring); returns `path`."""
+    return draw_memory(memory_layout(result, max_panels), path)
+
+
+def draw_memory(data: MemoryData, path: Path) -> Path:
+    """Draw `data` into a PNG at `path`; returns `path`."""
+    memory_figure(data).savefig(path, dpi=DPI, pil_kwargs=PNG_OPTIONS)
+    return path
+
+
+def memory_figure(data: MemoryData):
+    """The matplotlib Figure of memory.png (not saved)."""
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) stays
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
+
+    panels = data.panels
+    width_in, height_in, n_cols = memory_figure_size_in(max(len(panels), 1))
+    n_rows = max(1, math.ceil(len(panels) / n_cols))
     fig = Figure(figsize=(width_in, height_in), dpi=DPI)
     grid = fig.add_gridspec(n_rows, n_cols, left=0.07, right=0.98, hspace=0.38, wspace=0.12,
                             top=1.0 - _HEADER_IN / height_in, bottom=_FOOTER_IN / height_in)
-    makespan = max(trace.makespan_s, 1e-30)
+    makespan, capacity = data.makespan_s, data.capacity_bytes
     scale, unit = time_axis(makespan)
-    capacity = float(summary["memory_capacity_bytes"])
-    highest = max([trace.memory[d].peak_bytes for d in devices], default=0.0)
+    highest = max([p.peak_bytes for p in panels], default=0.0)
     capacity_on_chart = highest >= _CAPACITY_ON_CHART_FRAC * capacity or highest <= 0.0
     top = (max(capacity, highest) if capacity_on_chart else highest) * 1.15 / units.GiB
-    oom_by_device = {f.device: f for f in trace.oom_findings}
-    axes = []
-    for i, device in enumerate(devices):
+    colours = [MEMORY_COLORS[k] for k in MEM_KINDS]
+    for i, panel in enumerate(panels):
         ax = fig.add_subplot(grid[i // n_cols, i % n_cols])
-        axes.append(ax)
-        timeline = trace.memory[device]
-        x, levels = step_curve(timeline, makespan)
-        if len(x):
-            colours = [MEMORY_COLORS[k] for k in MEM_KINDS]
-            ax.stackplot(x, (levels / units.GiB).T, colors=colours, edgecolor=colours, linewidth=0.4)
+        if len(panel.x_s):
+            ax.stackplot(panel.x_s, (panel.levels_bytes / units.GiB).T, colors=colours, edgecolor=colours,
+                         linewidth=0.4)
         if capacity_on_chart:
             ax.axhline(capacity / units.GiB, color="#B00020", ls="--", lw=1.2)
             ax.text(makespan, capacity / units.GiB, f"capacity {units.fmt_bytes(capacity, precision=3)} ",
@@ -105,53 +171,40 @@ def plot_memory(result, path: Path, max_panels: int = 8) -> Path:
         else:
             ax.text(1.0, 1.02, f"capacity {units.fmt_bytes(capacity, precision=3)}: far above this scale",
                     transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="#B00020")
-        ax.plot([timeline.peak_time_s], [timeline.peak_bytes / units.GiB], marker="v", color="black",
-                ms=6, ls="none")
-        ax.annotate(f"peak {units.fmt_bytes(timeline.peak_bytes, precision=3)}",
-                    (timeline.peak_time_s, timeline.peak_bytes / units.GiB), textcoords="offset points",
+        ax.plot([panel.peak_time_s], [panel.peak_bytes / units.GiB], marker="v", color="black", ms=6, ls="none")
+        ax.annotate(f"peak {units.fmt_bytes(panel.peak_bytes, precision=3)}",
+                    (panel.peak_time_s, panel.peak_bytes / units.GiB), textcoords="offset points",
                     xytext=(0, 7), ha="center", fontsize=8)
-        oom = oom_by_device.get(device)
-        if oom is not None:
-            ax.plot([oom.time_s], [oom.level_bytes / units.GiB], marker="X", color="#B00020", ms=11,
-                    ls="none", zorder=5)
-            ax.annotate(f"out of memory at {units.fmt_time(oom.time_s, 3)}\n"
-                        f"{units.fmt_bytes(oom.excess_bytes, precision=3)} over ({oom.task_name})",
-                        (oom.time_s, oom.level_bytes / units.GiB), textcoords="offset points",
+        if panel.oom is not None:
+            time_s, level_bytes, words = panel.oom
+            ax.plot([time_s], [level_bytes / units.GiB], marker="X", color="#B00020", ms=11, ls="none", zorder=5)
+            ax.annotate(words, (time_s, level_bytes / units.GiB), textcoords="offset points",
                         xytext=(10, -26), fontsize=8, color="#B00020", weight="bold",
                         bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#B00020", "lw": 0.8})
         ax.set_xlim(0.0, makespan)
         ax.set_ylim(0.0, top)
-        ax.set_title(_panel_title(compiled, device, timeline, capacity), fontsize=9.5, loc="left")
+        ax.set_title(panel.title, fontsize=9.5, loc="left")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / scale:g}"))
-        ax.set_ylabel("GiB", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(axis="y", color="#DDDDDD", lw=0.5)
         ax.set_axisbelow(True)
-        if i // n_cols == n_rows - 1 or i + n_cols >= len(devices):
+        ax.set_ylabel("GiB", fontsize=8)
+        # every panel has the same time axis: its numbers under the bottom panel of each column
+        if i // n_cols == n_rows - 1 or i + n_cols >= len(panels):
             ax.set_xlabel(f"time ({unit})", fontsize=8)
-    fits = "fits" if summary["fits_in_memory"] else "DOES NOT FIT"
-    fig.text(0.07, 1.0 - 0.3 / height_in,
-             f"{summary['name']}: memory per device over one step (peak "
-             f"{units.fmt_bytes(summary['peak_memory_bytes'], precision=3)} of "
-             f"{units.fmt_bytes(capacity, precision=3)}: {fits})",
-             fontsize=13, weight="bold", va="center")
-    shown = len(devices)
-    note = (f"{shown} of {len(compiled.simulated)} simulated devices shown: one per pipeline stage and the "
-            f"highest peak" + (" and every device out of memory" if trace.oom_findings else "")
-            if shown < len(compiled.simulated) else f"all {shown} simulated devices")
-    if compiled.folded:
-        note += "; folded: each simulated device stands for its tensor/data-parallel peers"
-    fig.text(0.07, 1.0 - 0.6 / height_in, note, fontsize=9, color="#333333", va="center")
+        else:
+            ax.tick_params(labelbottom=False)
+    fig.text(0.07, 1.0 - 0.3 / height_in, data.title, fontsize=13, weight="bold", va="center")
+    fig.text(0.07, 1.0 - 0.6 / height_in, data.note, fontsize=9, color="#333333", va="center")
     handles = [Patch(facecolor=MEMORY_COLORS[k], label=k.value) for k in MEM_KINDS]
     if capacity_on_chart:
         handles.append(Line2D([], [], color="#B00020", ls="--", label="capacity"))
     handles.append(Line2D([], [], color="black", marker="v", ls="none", label="peak"))
-    if oom_by_device:
+    if any(p.oom is not None for p in panels):
         handles.append(Line2D([], [], color="#B00020", marker="X", ls="none", label="out of memory"))
     fig.legend(handles=handles, loc="center", ncol=len(handles), fontsize=9, frameon=False,
                bbox_to_anchor=(0.5, 1.0 - 0.95 / height_in))
-    fig.savefig(path, dpi=DPI)
-    return path
+    return fig
 
 
 def _panel_title(compiled, device: int, timeline: MemoryTimeline, capacity: float) -> str:

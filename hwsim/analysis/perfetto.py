@@ -79,16 +79,18 @@ def trace_events(result, max_events: int = MAX_EVENTS) -> dict:
         below_us = float(durations[longest_first[budget]] * us)  # the longest one dropped
         keep = np.sort(longest_first[:budget])
         ids, devs = ids[keep], devs[keep]
-    starts, ends = trace.start_s, trace.end_s
-    for task_id, device in zip(ids.tolist(), devs.tolist()):
-        task = graph.tasks[task_id]
-        events.append({
-            "name": task.name, "cat": task.category or task.kind.value, "ph": "X",
-            "ts": round(starts[task_id] * us, 3), "dur": round((ends[task_id] - starts[task_id]) * us, 3),
-            "pid": device, "tid": _STREAM_TID[task.stream],
-            "args": {"flop": task.flop, "bytes": task.bytes_moved, "layer": task.layer,
-                     "micro_batch": task.micro_batch, "task_id": task_id},
-        })
+    ts = np.round(trace.start_s[ids] * us, 3).tolist()
+    dur = np.round((trace.end_s[ids] - trace.start_s[ids]) * us, 3).tolist()
+    static: dict[int, tuple] = {}   # per task: what every one of its events shares
+    for task_id, device, t, d in zip(ids.tolist(), devs.tolist(), ts, dur):
+        shared = static.get(task_id)
+        if shared is None:
+            task = graph.tasks[task_id]
+            shared = static[task_id] = (task.name, task.category or task.kind.value, _STREAM_TID[task.stream],
+                                        {"flop": task.flop, "bytes": task.bytes_moved, "layer": task.layer,
+                                         "micro_batch": task.micro_batch, "task_id": task_id})
+        events.append({"name": shared[0], "cat": shared[1], "ph": "X", "ts": t, "dur": d, "pid": device,
+                       "tid": shared[2], "args": shared[3]})
     events.extend(counters)
     other = {"scenario": summary["name"], "step_time_s": summary["step_time_s"], "mfu": summary["mfu"],
              "devices": summary["devices"], "simulated_devices": summary["simulated_devices"],
@@ -101,8 +103,17 @@ def trace_events(result, max_events: int = MAX_EVENTS) -> dict:
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": other}
 
 
+def _changes(values: np.ndarray) -> np.ndarray:
+    """Mask of the rows of `values` [n, k] that differ from the row before (the first kept)."""
+    keep = np.ones(len(values), dtype=bool)
+    if len(values) > 1:
+        keep[1:] = np.any(values[1:] != values[:-1], axis=1)
+    return keep
+
+
 def _memory_counters(trace, devices: list[int], us: float) -> list[dict]:
     out = []
+    kinds = [k.value for k in MEM_KINDS]
     for device in devices:
         timeline = trace.memory.get(device)
         if timeline is None or not len(timeline.times_s):
@@ -110,15 +121,12 @@ def _memory_counters(trace, devices: list[int], us: float) -> list[dict]:
         times = timeline.times_s
         last = np.ones(len(times), dtype=bool)          # the last event of each instant
         last[:-1] = times[1:] != times[:-1]
-        levels = timeline.levels_bytes[last] / units.GiB
-        previous = None
-        for t, row in zip(times[last].tolist(), levels.tolist()):
-            values = tuple(round(v, 4) for v in row)
-            if values == previous:
-                continue
-            previous = values
-            out.append({"name": "memory (GiB)", "ph": "C", "ts": round(t * us, 3), "pid": device,
-                        "tid": 0, "args": dict(zip((k.value for k in MEM_KINDS), values))})
+        levels = np.round(timeline.levels_bytes[last] / units.GiB, 4)
+        keep = _changes(levels)
+        stamps = np.round(times[last][keep] * us, 3).tolist()
+        for t, row in zip(stamps, levels[keep].tolist()):
+            out.append({"name": "memory (GiB)", "ph": "C", "ts": t, "pid": device, "tid": 0,
+                        "args": dict(zip(kinds, row))})
     return out
 
 
@@ -131,16 +139,12 @@ def _link_counters(compiled, trace, devices: list[int], us: float) -> list[dict]
            _metadata(pid, None, "process_sort_index", pid)]
     util = link_utilization(trace, compiled.topology.capacity_bytes_per_s, [b.link for b in links],
                             _N_LINK_BINS)
-    edges = np.linspace(0.0, trace.makespan_s, _N_LINK_BINS + 1)
-    for row, busy in zip(util, links):
+    edges = np.round(np.linspace(0.0, trace.makespan_s, _N_LINK_BINS + 1)[:-1] * us, 3)
+    for row, busy in zip(np.round(util, 4), links):
         name = busy.label + (f" (+{busy.n_alike - 1} alike)" if busy.n_alike > 1 else "")
-        previous = None
-        for t, value in zip(edges[:-1].tolist(), row.tolist()):
-            value = round(value, 4)
-            if value != previous:
-                out.append({"name": name, "ph": "C", "ts": round(t * us, 3), "pid": pid, "tid": 0,
-                            "args": {"utilization": value}})
-                previous = value
+        keep = _changes(row[:, None])
+        for t, value in zip(edges[keep].tolist(), row[keep].tolist()):
+            out.append({"name": name, "ph": "C", "ts": t, "pid": pid, "tid": 0, "args": {"utilization": value}})
         out.append({"name": name, "ph": "C", "ts": round(trace.makespan_s * us, 3), "pid": pid,
                     "tid": 0, "args": {"utilization": 0.0}})
     return out

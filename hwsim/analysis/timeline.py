@@ -1,39 +1,42 @@
 """timeline.png: a Gantt chart of the step, one row per device stream, with heat strips for
-the busiest links and the critical path drawn under the rows it runs through.
+the busiest links and the critical path drawn under the rows it runs through; its title names
+what limits the step (the top cause of the critical-path account and its share).
 
 Rows are the simulated devices (a folded run: one per pipeline stage, labelled with how many
 real devices it stands for). An unfolded run with more than `max_devices` devices shows one
 device per pipeline stage (its first rank) plus a few peers, and says so under the title.
 Touching intervals of one category are merged; those at least a pixel wide are drawn as one
 PolyCollection of rectangles, and the shorter ones (thousands of small kernels and collectives
-in a long step) as a strip of pixels whose colour mixes the categories that ran in each pixel
+in a long step) as one image of pixels whose colour mixes the categories that ran in each pixel
 and whose opacity is the fraction of the pixel they kept the stream busy (at least 0.3 where
 anything ran). A dense row of short collectives therefore looks as busy as it was, not solid.
-100k+ intervals draw in about a second.
+
+Two steps: `timeline_layout(result, account)` reduces the result to a `TimelineData` of plain
+arrays and strings (numpy only), and `draw_timeline(data, path)` draws it with matplotlib (Agg,
+imported on first use), so that the drawing can run in another process (outputs.py) and
+report.html draws the same rows as an SVG (html_report.py). `plot_timeline` does both. (Over
+400 lines: the layout and its drawing are the two halves of one picture and share its geometry.)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) stays as it is
-import numpy as np  # noqa: E402
-from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
-from matplotlib.colors import to_rgb  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+import numpy as np
 
-from hwsim import units  # noqa: E402
-from hwsim.analysis.critical_path import PathAccount  # noqa: E402
-from hwsim.analysis.intervals import busiest_links, link_utilization  # noqa: E402
-from hwsim.engine.task import Stream, TaskKind  # noqa: E402
+from hwsim import units
+from hwsim.analysis.critical_path import PathAccount
+from hwsim.analysis.intervals import busiest_links, link_utilization
+from hwsim.engine.task import Stream, TaskKind
 
-__all__ = ["CATEGORY_COLORS", "CATEGORY_LABELS", "STREAM_LABELS", "DPI", "FIG_WIDTH_IN",
-           "shown_devices", "timeline_rows", "merge_intervals", "busy_fraction", "plot_timeline", "time_axis",
-           "timeline_figure_size_in"]
+__all__ = ["CATEGORY_COLORS", "CATEGORY_LABELS", "STREAM_LABELS", "DPI", "FIG_WIDTH_IN", "PNG_OPTIONS", "TimelineData",
+           "shown_devices", "timeline_rows", "merge_intervals", "busy_fraction", "timeline_layout",
+           "draw_timeline", "plot_timeline", "time_axis", "timeline_figure_size_in", "bottleneck_words",
+           "hex_rgb"]
 
 DPI = 100
+PNG_OPTIONS = {"compress_level": 3}   # zlib level: files ~10% larger than the default 6, written 3x faster
 FIG_WIDTH_IN = 16.0
 _LEFT_IN, _RIGHT_IN = 3.3, 0.9          # room for row labels, and for the colour bar
 CATEGORY_COLORS = {
@@ -52,11 +55,22 @@ STREAM_LABELS = {
     Stream.P2P_BWD: "p2p bwd sends", Stream.DP: "dp reduce", Stream.DP_GATHER: "dp gather",
     Stream.COPY: "host copy", Stream.HOST: "host thread",
 }
+IDLE_LABEL = "idle / bubble (no task)"
+PATH_LABEL = "critical path"
 _BACKGROUND = "#EDEDED"   # a row's idle time shows as this background
 _PATH_COLOR = "black"
 _MAX_EXTRA_DEVICES = 4
 _MIN_SHORT_ALPHA = 0.3
 _NOISE_FRACTION = 1e-6
+_TITLE_LEFT_IN = 0.2      # the title starts at the figure's left edge (it is the longest line)
+_TICK_PAD_PT = 3.5        # matplotlib's default gap between an axis and its tick labels
+_ROW_PAD = 0.12           # a row's bar spans [y + pad, y + 1 - pad]
+_SUBROWS = 25             # image rows per timeline row (0.12 and 0.88 fall on whole image rows)
+
+
+def hex_rgb(colour: str) -> tuple[float, float, float]:
+    """'#4C72B0' → (r, g, b) in [0, 1]."""
+    return tuple(int(colour[i:i + 2], 16) / 255.0 for i in (1, 3, 5))  # type: ignore[return-value]
 
 
 def time_axis(makespan_s: float) -> tuple[float, str]:
@@ -119,8 +133,8 @@ def busy_fraction(starts: np.ndarray, ends: np.ndarray, edges: np.ndarray) -> np
 
 
 def _short_task_pixels(starts, ends, codes, edges, rgb: np.ndarray) -> np.ndarray:
-    """An RGBA strip [1, n_px, 4] for tasks shorter than a pixel: each pixel's colour mixes
-    the categories by their share of it, its opacity is the busy fraction (at least
+    """RGBA pixels [n_px, 4] for tasks shorter than a pixel: each pixel's colour mixes the
+    categories by their share of it, its opacity is the busy fraction (at least
     `_MIN_SHORT_ALPHA` where anything ran, so that a burst of short tasks stays visible)."""
     n_px = len(edges) - 1
     mixed = np.zeros((n_px, 3))
@@ -130,11 +144,11 @@ def _short_task_pixels(starts, ends, codes, edges, rgb: np.ndarray) -> np.ndarra
         share = busy_fraction(starts[mask], ends[mask], edges)
         mixed += share[:, None] * rgb[code]
         total += share
-    image = np.zeros((1, n_px, 4))
+    pixels = np.zeros((n_px, 4))
     busy = total > 0.0
-    image[0, busy, :3] = mixed[busy] / total[busy, None]
-    image[0, busy, 3] = np.clip(np.maximum(total[busy], _MIN_SHORT_ALPHA), 0.0, 1.0)
-    return image
+    pixels[busy, :3] = mixed[busy] / total[busy, None]
+    pixels[busy, 3] = np.clip(np.maximum(total[busy], _MIN_SHORT_ALPHA), 0.0, 1.0)
+    return pixels
 
 
 def merge_intervals(starts: np.ndarray, ends: np.ndarray, codes: np.ndarray,
@@ -202,76 +216,72 @@ def timeline_figure_size_in(n_rows: int, n_links: int) -> tuple[float, float]:
     return FIG_WIDTH_IN, height_in
 
 
-def plot_timeline(result, path: Path, account: PathAccount | None = None,
-                  max_devices: int = 16, n_links: int = 6) -> Path:
-    """Draw timeline.png (see the module docstring); returns `path`."""
-    compiled, trace, summary = result.compiled, result.trace, result.summary
-    makespan = max(trace.makespan_s, 1e-30)
-    devices, note = shown_devices(compiled, summary, max_devices)
-    rows = timeline_rows(trace, devices)
-    links = busiest_links(compiled.topology, trace, n_links)
 
-    n_rows = max(len(rows), 1)
-    gantt_in, links_in = _gantt_height_in(n_rows), _links_height_in(len(links))
-    _, height_in = timeline_figure_size_in(n_rows, len(links))
-    fig = Figure(figsize=(FIG_WIDTH_IN, height_in), dpi=DPI)
-    width_frac = 1.0 - (_LEFT_IN + _RIGHT_IN) / FIG_WIDTH_IN
-    left_frac = _LEFT_IN / FIG_WIDTH_IN
 
-    def axes_at(bottom_in: float, h_in: float):
-        return fig.add_axes((left_frac, bottom_in / height_in, width_frac, h_in / height_in))
+@dataclass(frozen=True)
+class TimelineData:
+    """What the timeline shows, as plain arrays and strings (no result, no matplotlib): rows
+    are numbered from the top; runs are touching intervals of one category merged."""
 
-    legend_in = _LEGEND_IN
-    links_bottom = _BOTTOM_IN
-    gantt_bottom = _BOTTOM_IN + links_in + legend_in
-    ax = axes_at(gantt_bottom, gantt_in)
-    scale, unit = time_axis(makespan)
-    px_s = makespan / (width_frac * FIG_WIDTH_IN * DPI)
+    title: str
+    subtitle: str
+    makespan_s: float
+    row_labels: tuple[str, ...]                    # the stream of each row
+    devices: tuple[tuple[str, int, int], ...]      # (label, first row, last row)
+    run_starts_s: np.ndarray
+    run_ends_s: np.ndarray
+    run_rows: np.ndarray
+    run_codes: np.ndarray                          # index into CATEGORY_COLORS
+    path_starts_s: np.ndarray                      # the critical path, under the rows it runs through
+    path_ends_s: np.ndarray
+    path_rows: np.ndarray
+    has_path: bool
+    link_labels: tuple[str, ...]
+    link_utilization: np.ndarray                   # [n_links, n_bins] in [0, 1]
+    links_title: str
 
-    codes = {name: i for i, name in enumerate(CATEGORY_COLORS)}
-    palette = list(CATEGORY_COLORS.values())
-    rgb = np.asarray([to_rgb(c) for c in palette])
-    n_px = int(round(width_frac * FIG_WIDTH_IN * DPI))
-    edges = np.linspace(0.0, makespan, n_px + 1)
-    verts, colours, present = [], [], set()
-    row_y: dict[tuple[int, Stream], float] = {}
-    ax.set_facecolor("white")
-    for r, (device, stream, starts, ends, cats) in enumerate(rows):
-        y = n_rows - 1 - r
-        row_y[(device, stream)] = y
-        y0, y1 = y + 0.12, y + 0.88
-        ax.axhspan(y0, y1, color=_BACKGROUND, zorder=0, lw=0)
-        code = np.asarray([codes.get(c, codes["other"]) for c in cats], dtype=np.int64)
-        s, e, c = merge_intervals(starts, ends, code, 0.0)  # touching runs of one category
-        present.update(c.tolist())
-        wide = (e - s) >= px_s
-        quad = np.empty((int(wide.sum()), 4, 2))
-        quad[:, 0, 0] = quad[:, 1, 0] = s[wide]
-        quad[:, 2, 0] = quad[:, 3, 0] = e[wide]
-        quad[:, (0, 3), 1] = y0
-        quad[:, (1, 2), 1] = y1
-        verts.append(quad)
-        colours.extend(palette[i] for i in c[wide].tolist())
-        if not wide.all():
-            image = _short_task_pixels(s[~wide], e[~wide], c[~wide], edges, rgb)
-            ax.imshow(image, extent=(0.0, makespan, y0, y1), aspect="auto", interpolation="nearest",
-                      zorder=1)
-    if verts:
-        ax.add_collection(PolyCollection(np.concatenate(verts), facecolors=colours,
-                                         edgecolors="none", zorder=2))
-    _draw_path(ax, account, trace, row_y)
-    _label_rows(ax, compiled, rows, n_rows)
-    ax.set_xlim(0.0, makespan)
-    ax.set_ylim(0.0, n_rows)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / scale:g}"))
-    if links:
-        ax.tick_params(labelbottom=False)
-    else:
-        ax.set_xlabel(f"time ({unit})")
-    ax.grid(axis="x", color="#BBBBBB", lw=0.5, zorder=1)
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_labels)
 
+
+def bottleneck_words(account: PathAccount, step_s: float) -> str:
+    """'limited by compute-bound kernels (62.8% of the critical path)': the largest part of the
+    critical-path account (report.bottleneck_account) and its share of the step."""
+    from hwsim.analysis.report import part_label   # late: report imports what-if machinery
+
+    parts = [p for p in account.parts if p.seconds > 0.0]
+    if not parts or step_s <= 0.0:
+        return ""
+    top = max(parts, key=lambda p: p.seconds)
+    return f"limited by {part_label(top).split(' (')[0]} ({top.seconds / step_s:.1%} of the critical path)"
+
+
+def _path_runs(account: PathAccount | None, trace, row_of) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    starts, ends, rows = [], [], []
+    if account is not None:
+        tasks = trace.graph.tasks
+        for step in account.steps:
+            if step.end_s <= step.start_s:
+                continue
+            task = tasks[step.task_id]
+            if task.kind in (TaskKind.ALLOC, TaskKind.FREE):
+                continue
+            for device in task.devices:
+                row = row_of.get((device, task.stream))
+                if row is not None:
+                    starts.append(step.start_s)
+                    ends.append(step.end_s)
+                    rows.append(row)
+    return (np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64),
+            np.asarray(rows, dtype=np.int32))
+
+
+def _titles(summary: dict, note: str, account: PathAccount | None) -> tuple[str, str]:
+    limited = bottleneck_words(account, summary["step_time_s"]) if account is not None else ""
     title = (f"{summary['name']}: step {units.fmt_time(summary['step_time_s'], 4)}, "
-             f"MFU {summary['mfu']:.1%}, {summary['tokens_per_s']:,.0f} tokens/s")
+             f"MFU {summary['mfu']:.1%}, {summary['tokens_per_s']:,.0f} tokens/s"
+             + (f" \N{EM DASH} {limited}" if limited else ""))
     p = summary["plan"]
     sub = (f"{summary['devices']} devices, tp={p['tp']} pp={p['pp']} dp={p['dp']} cp={p['cp']} ep={p['ep']}, "
            f"{p['schedule']}, {summary['micro_batches']} micro-batches"
@@ -279,82 +289,192 @@ def plot_timeline(result, path: Path, account: PathAccount | None = None,
            + (f"\n{note}" if note else "")
            + "\ntasks shorter than a pixel are drawn pale, as opaque as the share of the pixel they kept busy"
            + ("; the black line under the rows is the critical path" if account is not None else ""))
-    fig.text(left_frac, 1.0 - 0.35 / height_in, title, fontsize=14, weight="bold", va="center")
-    fig.text(left_frac, 1.0 - 0.62 / height_in, sub, fontsize=9.5, va="top", color="#333333",
-             linespacing=1.4)
+    return title, sub
 
-    handles = [Patch(facecolor=palette[i], label=CATEGORY_LABELS[name])
-               for name, i in codes.items() if i in present]
-    handles.append(Patch(facecolor=_BACKGROUND, label="idle / bubble (no task)"))
-    if account is not None:
-        handles.append(Line2D([], [], color=_PATH_COLOR, lw=2.0, label="critical path"))
-    fig.legend(handles=handles, loc="center", ncol=min(len(handles), 10), fontsize=9, frameon=False,
-               bbox_to_anchor=(left_frac + width_frac / 2, (gantt_bottom - legend_in / 2) / height_in))
 
-    if links:
-        lax = axes_at(links_bottom, links_in - 0.5)
-        _draw_links(fig, lax, compiled, trace, links, makespan, scale, unit, width_frac)
-    fig.savefig(path, dpi=DPI)
+def timeline_layout(result, account: PathAccount | None = None, max_devices: int = 16,
+                    n_links: int = 6) -> TimelineData:
+    """The rows, runs, critical path and link strips of `result`'s timeline (numpy only)."""
+    compiled, trace, summary = result.compiled, result.trace, result.summary
+    devices, note = shown_devices(compiled, summary, max_devices)
+    rows = timeline_rows(trace, devices)
+    links = busiest_links(compiled.topology, trace, n_links)
+    codes = {name: i for i, name in enumerate(CATEGORY_COLORS)}
+    starts, ends, row_ids, run_codes = [], [], [], []
+    row_of: dict[tuple[int, Stream], int] = {}
+    groups: dict[int, list[int]] = {}
+    for r, (device, stream, s, e, cats) in enumerate(rows):
+        row_of[(device, stream)] = r
+        groups.setdefault(device, []).append(r)
+        code = np.fromiter((codes.get(c, codes["other"]) for c in cats), dtype=np.int16, count=len(cats))
+        ms, me, mc = merge_intervals(s, e, code, 0.0)  # touching runs of one category
+        starts.append(ms)
+        ends.append(me)
+        run_codes.append(mc)
+        row_ids.append(np.full(len(ms), r, dtype=np.int32))
+    makespan = max(trace.makespan_s, 1e-30)
+    n_bins = int(max(50, min(800, _plot_width_px() / 2)))
+    util = (link_utilization(trace, compiled.topology.capacity_bytes_per_s, [b.link for b in links], n_bins)
+            if links else np.zeros((0, n_bins)))
+    untracked = sorted({t.category or t.stream.value for t in trace.graph.tasks
+                        if t.kind is TaskKind.COLLECTIVE and not t.transfers and t.duration_s > 0.0})
+    links_title = ("busiest links: utilization over time (links that carried the same bytes grouped)"
+                   + (f"; {'/'.join(untracked)} collectives ran as fixed durations at this granularity and "
+                      f"put no traffic on the links" if untracked else ""))
+    title, sub = _titles(summary, note, account)
+    path = _path_runs(account, trace, row_of)
+
+    def joined(parts, dtype):
+        return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+
+    return TimelineData(
+        title=title, subtitle=sub, makespan_s=makespan,
+        row_labels=tuple(STREAM_LABELS.get(stream, stream.value) for _, stream, *_ in rows),
+        devices=tuple((_device_label(compiled, d), members[0], members[-1]) for d, members in groups.items()),
+        run_starts_s=joined(starts, np.float64), run_ends_s=joined(ends, np.float64),
+        run_rows=joined(row_ids, np.int32), run_codes=joined(run_codes, np.int16),
+        path_starts_s=path[0], path_ends_s=path[1], path_rows=path[2], has_path=account is not None,
+        link_labels=tuple(f"{b.label}{f' (+{b.n_alike - 1} alike)' if b.n_alike > 1 else ''}, "
+                          f"mean {b.utilization_frac:.0%}" for b in links),
+        link_utilization=util, links_title=links_title)
+
+
+def _plot_width_px() -> float:
+    return (FIG_WIDTH_IN - _LEFT_IN - _RIGHT_IN) * DPI
+
+
+def plot_timeline(result, path: Path, account: PathAccount | None = None,
+                  max_devices: int = 16, n_links: int = 6) -> Path:
+    """Draw timeline.png (see the module docstring); returns `path`."""
+    return draw_timeline(timeline_layout(result, account, max_devices, n_links), path)
+
+
+def draw_timeline(data: TimelineData, path: Path) -> Path:
+    """Draw `data` into a PNG at `path`; returns `path`."""
+    timeline_figure(data).savefig(path, dpi=DPI, pil_kwargs=PNG_OPTIONS)
     return path
 
 
-def _draw_path(ax, account: PathAccount | None, trace, row_y) -> None:
-    if account is None:
-        return
-    segments = []
-    tasks = trace.graph.tasks
-    for step in account.steps:
-        if step.end_s <= step.start_s:
-            continue
-        task = tasks[step.task_id]
-        if task.kind in (TaskKind.ALLOC, TaskKind.FREE):
-            continue
-        for device in task.devices:
-            y = row_y.get((device, task.stream))
-            if y is not None:
-                segments.append(((step.start_s, y + 0.06), (step.end_s, y + 0.06)))
-    if segments:
-        ax.add_collection(LineCollection(segments, colors=_PATH_COLOR, linewidths=2.0, zorder=3,
-                                         capstyle="butt"))
+def timeline_figure(data: TimelineData):
+    """The matplotlib Figure of timeline.png (not saved)."""
+    from matplotlib.collections import LineCollection, PolyCollection
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend (a notebook's inline one) stays
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter
+
+    makespan, n_rows = data.makespan_s, max(data.n_rows, 1)
+    n_links = len(data.link_labels)
+    gantt_in, links_in = _gantt_height_in(n_rows), _links_height_in(n_links)
+    _, height_in = timeline_figure_size_in(n_rows, n_links)
+    fig = Figure(figsize=(FIG_WIDTH_IN, height_in), dpi=DPI)
+    width_frac = 1.0 - (_LEFT_IN + _RIGHT_IN) / FIG_WIDTH_IN
+    left_frac = _LEFT_IN / FIG_WIDTH_IN
+
+    def axes_at(bottom_in: float, h_in: float):
+        return fig.add_axes((left_frac, bottom_in / height_in, width_frac, h_in / height_in))
+
+    gantt_bottom = _BOTTOM_IN + links_in + _LEGEND_IN
+    ax = axes_at(gantt_bottom, gantt_in)
+    scale, unit = time_axis(makespan)
+    n_px = int(round(_plot_width_px()))
+    px_s = makespan / n_px
+    palette = list(CATEGORY_COLORS.values())
+    rgb = np.asarray([hex_rgb(c) for c in palette])
+    edges = np.linspace(0.0, makespan, n_px + 1)
+    ys = (n_rows - 1 - np.arange(n_rows)).astype(np.float64)   # row r's bottom, top row first
+
+    # idle background of every row, one collection
+    back = np.empty((data.n_rows, 4, 2))
+    back[:, (0, 1), 0], back[:, (2, 3), 0] = 0.0, makespan
+    back[:, (0, 3), 1] = ys[:data.n_rows, None] + _ROW_PAD
+    back[:, (1, 2), 1] = ys[:data.n_rows, None] + 1.0 - _ROW_PAD
+    ax.add_collection(PolyCollection(back, facecolors=_BACKGROUND, edgecolors="none", zorder=0))
+
+    s, e, rows, c = data.run_starts_s, data.run_ends_s, data.run_rows, data.run_codes
+    wide = (e - s) >= px_s
+    quad = np.empty((int(wide.sum()), 4, 2))
+    quad[:, 0, 0] = quad[:, 1, 0] = s[wide]
+    quad[:, 2, 0] = quad[:, 3, 0] = e[wide]
+    y0 = ys[rows[wide]] + _ROW_PAD
+    quad[:, (0, 3), 1] = y0[:, None]
+    quad[:, (1, 2), 1] = (y0 + 1.0 - 2 * _ROW_PAD)[:, None]
+    if len(quad):
+        ax.add_collection(PolyCollection(quad, facecolors=[palette[i] for i in c[wide].tolist()],
+                                         edgecolors="none", zorder=2))
+    short = ~wide
+    if short.any():   # one image for the short tasks of every row; the gaps between rows stay clear
+        image = np.zeros((n_rows * _SUBROWS, n_px, 4), dtype=np.uint8)   # 8 bits: no float resampling
+        pad = int(round(_ROW_PAD * _SUBROWS))
+        for r in np.unique(rows[short]).tolist():
+            mine = short & (rows == r)
+            pixels = _short_task_pixels(s[mine], e[mine], c[mine], edges, rgb)
+            top = r * _SUBROWS
+            image[top + pad: top + _SUBROWS - pad] = np.round(pixels * 255.0).astype(np.uint8)[None]
+        ax.imshow(image, extent=(0.0, makespan, 0.0, n_rows), aspect="auto", interpolation="nearest", zorder=1)
+    if len(data.path_rows):
+        y = ys[data.path_rows] + 0.06
+        segments = np.stack((np.column_stack((data.path_starts_s, y)), np.column_stack((data.path_ends_s, y))), axis=1)
+        ax.add_collection(LineCollection(segments, colors=_PATH_COLOR, linewidths=2.0, zorder=3, capstyle="butt"))
+    _label_rows(ax, data, n_rows)
+    ax.set_xlim(0.0, makespan)
+    ax.set_ylim(0.0, n_rows)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / scale:g}"))
+    if n_links:
+        ax.tick_params(labelbottom=False)
+    else:
+        ax.set_xlabel(f"time ({unit})")
+    ax.grid(axis="x", color="#BBBBBB", lw=0.5, zorder=1)
+
+    fig.text(_TITLE_LEFT_IN / FIG_WIDTH_IN, 1.0 - 0.35 / height_in, data.title, fontsize=13.5, weight="bold",
+             va="center")
+    fig.text(left_frac, 1.0 - 0.62 / height_in, data.subtitle, fontsize=9.5, va="top", color="#333333",
+             linespacing=1.4)
+    present = set(c.tolist())
+    handles = [Patch(facecolor=palette[i], label=CATEGORY_LABELS[name])
+               for i, name in enumerate(CATEGORY_COLORS) if i in present]
+    handles.append(Patch(facecolor=_BACKGROUND, label=IDLE_LABEL))
+    if data.has_path:
+        handles.append(Line2D([], [], color=_PATH_COLOR, lw=2.0, label=PATH_LABEL))
+    fig.legend(handles=handles, loc="center", ncol=min(len(handles), 10), fontsize=9, frameon=False,
+               bbox_to_anchor=(left_frac + width_frac / 2, (gantt_bottom - _LEGEND_IN / 2) / height_in))
+    if n_links:
+        _draw_links(fig, axes_at(_BOTTOM_IN, links_in - 0.5), data, scale, unit)
+    return fig
 
 
-def _label_rows(ax, compiled, rows, n_rows: int) -> None:
-    ax.set_yticks([n_rows - 1 - r + 0.5 for r in range(len(rows))])
+def _label_rows(ax, data: TimelineData, n_rows: int) -> None:
+    """Each row's stream left of it, as plain texts where tick labels would be (a tick per
+    row costs as much again to draw)."""
+    from matplotlib.transforms import ScaledTranslation
+
+    ax.set_yticks([])
     small = _row_height_in(n_rows) < 0.2
-    ax.set_yticklabels([STREAM_LABELS.get(stream, stream.value) for _, stream, *_ in rows],
-                       fontsize=6.5 if small else 8)
-    ax.tick_params(axis="y", length=0)
-    groups: dict[int, list[int]] = {}
-    for r, (device, *_rest) in enumerate(rows):
-        groups.setdefault(device, []).append(r)
-    for g, (device, members) in enumerate(groups.items()):
-        top = n_rows - members[0]
-        bottom = n_rows - 1 - members[-1]
+    beside = ax.get_yaxis_transform() + ScaledTranslation(-_TICK_PAD_PT / 72.0, 0.0, ax.figure.dpi_scale_trans)
+    for r, label in enumerate(data.row_labels):
+        ax.text(0.0, n_rows - 1 - r + 0.5, label, transform=beside, ha="right", va="center_baseline",
+                fontsize=6.5 if small else 8)
+    for g, (label, first, last) in enumerate(data.devices):
+        top, bottom = n_rows - first, n_rows - 1 - last
         if g:
             ax.axhline(top, color="#555555", lw=0.8, zorder=4)
-        ax.text(-0.115, (top + bottom) / 2, _device_label(compiled, device), transform=ax.get_yaxis_transform(),
+        ax.text(-0.115, (top + bottom) / 2, label, transform=ax.get_yaxis_transform(),
                 ha="right", va="center", fontsize=8 if small else 9, weight="bold")
 
 
-def _draw_links(fig, lax, compiled, trace, links, makespan: float, scale: float, unit: str,
-                width_frac: float) -> None:
-    capacity = compiled.topology.capacity_bytes_per_s
-    n_bins = int(max(50, min(800, width_frac * FIG_WIDTH_IN * DPI / 2)))
-    util = link_utilization(trace, capacity, [b.link for b in links], n_bins)
-    image = lax.imshow(util, aspect="auto", cmap="magma_r", vmin=0.0, vmax=1.0, interpolation="nearest",
-                       extent=(0.0, makespan, len(links), 0.0))
-    lax.set_yticks([i + 0.5 for i in range(len(links))])
-    lax.set_yticklabels([f"{b.label}{f' (+{b.n_alike - 1} alike)' if b.n_alike > 1 else ''}, "
-                         f"mean {b.utilization_frac:.0%}" for b in links], fontsize=8)
+def _draw_links(fig, lax, data: TimelineData, scale: float, unit: str) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    n_links = len(data.link_labels)
+    image = lax.imshow(data.link_utilization, aspect="auto", cmap="magma_r", vmin=0.0, vmax=1.0,
+                       interpolation="nearest", extent=(0.0, data.makespan_s, n_links, 0.0))
+    lax.set_yticks([i + 0.5 for i in range(n_links)])
+    lax.set_yticklabels(data.link_labels, fontsize=8)
     lax.tick_params(axis="y", length=0)
-    lax.set_xlim(0.0, makespan)
+    lax.set_xlim(0.0, data.makespan_s)
     lax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / scale:g}"))
     lax.set_xlabel(f"time ({unit})")
-    untracked = sorted({t.category or t.stream.value for t in trace.graph.tasks
-                        if t.kind is TaskKind.COLLECTIVE and not t.transfers and t.duration_s > 0.0})
-    lax.set_title("busiest links: utilization over time (links that carried the same bytes grouped)"
-                  + (f"; {'/'.join(untracked)} collectives ran as fixed durations at this granularity and "
-                     f"put no traffic on the links" if untracked else ""), fontsize=9, loc="left")
+    lax.set_title(data.links_title, fontsize=9, loc="left")
     box = lax.get_position()
     cax = fig.add_axes((box.x1 + 0.01, box.y0, 0.008, box.height))
     bar = fig.colorbar(image, cax=cax)

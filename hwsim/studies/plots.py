@@ -2,9 +2,11 @@
 axes), throughput against the device count, and cost against time-to-train with its Pareto
 front (the points no other point beats on both).
 
-The x value of a point is read from its resolved scenario at the axis path (SI units: a
-bandwidth axis written "400 Gb/s" plots at 5e10 B/s, labelled in GB/s), so text values plot
-on a true numeric scale; an axis whose values are not numbers plots as categories.
+The x value of a point is read from its resolved scenario at the axis path (SI units inside),
+then shown in the unit the scenario writes it in: a NIC bandwidth in Gb/s ("400 Gb/s" plots
+at 400, as the sweep table prints it), other bandwidths in GB/s, memory sizes in GiB; so
+text values plot on a true numeric scale. An axis whose values are not numbers plots as
+categories. The cost plot's axes carry plain numbers (days, "$30M"), a few ticks each.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hwsim.studies.store import PointRecord
-from hwsim.units import GB, GiB
+from hwsim.units import BITS_PER_BYTE, GB, GiB
 
-__all__ = ["plot_sweep", "pareto_front", "value_at"]
+__all__ = ["plot_sweep", "sweep_figures", "pareto_front", "value_at", "axis_unit", "money"]
 
 # metric: (label, scale to divide by)
 _METRICS: dict[str, tuple[str, float]] = {
@@ -49,8 +51,12 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _x_scale(path: str) -> tuple[float, str]:
+def axis_unit(path: str) -> tuple[float, str]:
+    """(SI value per shown unit, ' (unit)') for a sweep axis: NIC bandwidth in Gb/s as scenarios
+    write it, other bandwidths in GB/s, sizes in GiB."""
     last = path.rsplit(".", 1)[-1]
+    if last == "nic_bandwidth":
+        return GB / BITS_PER_BYTE, " (Gb/s)"
     if "bandwidth" in last:
         return GB, " (GB/s)"
     if last in ("hbm", "l2_cache", "dp_bucket"):
@@ -58,18 +64,31 @@ def _x_scale(path: str) -> tuple[float, str]:
     return 1.0, ""
 
 
+def money(usd: float) -> str:
+    """'$26.5M', '$1.2B', '$950k', '$120'."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(usd) >= size:
+            return f"${usd / size:.3g}{suffix}"
+    return f"${usd:.3g}"
+
+
 def plot_sweep(records: Sequence[PointRecord], axis_paths: Sequence[str], out_dir: str | Path) -> list[Path]:
     """Write the sweep's PNGs into `out_dir`; the paths written (none when no point succeeded)."""
-    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    return [_save(fig, out / name) for name, fig in sweep_figures(records, axis_paths).items()]
+
+
+def sweep_figures(records: Sequence[PointRecord], axis_paths: Sequence[str]) -> dict[str, Any]:
+    """The sweep's pictures as matplotlib Figures, by file name (empty when no point succeeded)."""
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend stays as it is
+
     ok = [r for r in records if r.ok and r.summary]
-    written: list[Path] = []
+    figures: dict[str, Any] = {}
     if not ok:
-        return written
+        return figures
     for path in axis_paths:
-        scale, unit = _x_scale(path)
+        scale, unit = axis_unit(path)
         xs = [value_at(r.scenario, path) for r in ok]
         numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
         if not numeric:
@@ -94,7 +113,7 @@ def plot_sweep(records: Sequence[PointRecord], axis_paths: Sequence[str], out_di
             if len(series) > 1:
                 ax.legend(fontsize=7, title=f"{len(series)} series" if len(series) > _MAX_SERIES else None)
             fig.tight_layout()
-            written.append(_save(fig, out / f"{metric}-vs-{path}.png"))
+            figures[f"{metric}-vs-{path}.png"] = fig
     devices = [r.summary["devices"] for r in ok]
     if len(set(devices)) > 1:
         fig = Figure(figsize=(6.4, 4.2))
@@ -105,32 +124,46 @@ def plot_sweep(records: Sequence[PointRecord], axis_paths: Sequence[str], out_di
         xs = [lo * (hi / lo) ** (i / 40) for i in range(41)]
         ax.plot(xs, [best_lo * x / lo for x in xs], ls="--", color="grey", label="linear scaling from the best")
         ax.set_xscale("log", base=2)
-        written.append(_finish_with_legend(fig, ax, "devices", "throughput (tokens/s)", out / "throughput-vs-devices.png"))
+        _finish_with_legend(fig, ax, "devices", "throughput (tokens/s)")
+        figures["throughput-vs-devices.png"] = fig
     ttt = [r for r in ok if r.summary.get("time_to_train")]
     if ttt:
-        pts = [(r.summary["time_to_train"]["days"], r.summary["time_to_train"]["cost_usd"]) for r in ttt]
-        front = pareto_front(pts)
-        fig = Figure(figsize=(6.4, 4.2))
-        ax = fig.subplots()
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="lightgrey", label="points")
-        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], marker="o", color="C3",
-                label="Pareto front")
-        for i in front:
-            ax.annotate(", ".join(f"{p.rsplit('.', 1)[-1]}={ttt[i].axes.get(p)}" for p in axis_paths),
-                        pts[i], fontsize=6, xytext=(4, 6), textcoords="offset points", rotation=35)
-        if max(p[0] for p in pts) > 10 * min(p[0] for p in pts):
-            ax.set_xscale("log")
-        written.append(_finish_with_legend(fig, ax, "time to train (days)", "cost (USD)", out / "cost-vs-time-to-train.png"))
-    return written
+        figures["cost-vs-time-to-train.png"] = _cost_figure(Figure, ttt, axis_paths)
+    return figures
 
 
-def _finish_with_legend(fig, ax, xlabel: str, ylabel: str, path: Path) -> Path:
+def _cost_figure(Figure, ttt: list[PointRecord], axis_paths: Sequence[str]):  # noqa: N803 - the class
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    pts = [(r.summary["time_to_train"]["days"], r.summary["time_to_train"]["cost_usd"]) for r in ttt]
+    front = pareto_front(pts)
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="lightgrey", label="points")
+    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], marker="o", color="C3", label="Pareto front")
+    for i in front:
+        ax.annotate(", ".join(f"{p.rsplit('.', 1)[-1]}={ttt[i].axes.get(p)}" for p in axis_paths),
+                    pts[i], fontsize=6, xytext=(4, 6), textcoords="offset points", rotation=35)
+    if max(p[0] for p in pts) > 10 * min(p[0] for p in pts):
+        ax.set_xscale("log")
+        # majors at 1, 2, 5 × 10^k, as plain numbers; no labels on the minor ticks (they collide)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(6))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:.2g}"))
+    ax.yaxis.set_major_locator(MaxNLocator(6))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: money(v)))
+    _finish_with_legend(fig, ax, "time to train (days)", "cost (USD)")
+    return fig
+
+
+def _finish_with_legend(fig, ax, xlabel: str, ylabel: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:

@@ -1,12 +1,15 @@
 """write_outputs on a small folded scenario: real PNGs of the expected size, a Perfetto trace
-with every device and stream, one CSV row per (task, device) that took time, and a report
-whose account adds up to the step time; plus the comparison table and picture."""
+with every device and stream, one CSV row per (task, device) that took time, a report whose
+account adds up to the step time, and report.html (self-contained, report.md's words, the
+summary's numbers); the renderer processes write the same bytes as drawing here; plus the
+comparison table and picture."""
 
 from __future__ import annotations
 
 import copy
 import csv
 import json
+import os
 import re
 import struct
 
@@ -15,9 +18,10 @@ import pytest
 
 from hwsim import units
 from hwsim.analysis.compare import compare_summaries, plot_comparison
+from hwsim.analysis.html_report import KEY_METRICS, markdown_html
 from hwsim.analysis.intervals import INTERVAL_COLUMNS, busiest_links
 from hwsim.analysis.memory_plot import memory_devices, memory_figure_size_in
-from hwsim.analysis.outputs import OUTPUT_FILES, write_outputs
+from hwsim.analysis.outputs import OUTPUT_FILES, Renderers, write_outputs
 from hwsim.analysis.perfetto import trace_events
 from hwsim.analysis.timeline import (DPI, busy_fraction, merge_intervals, shown_devices, timeline_figure_size_in,
                                     timeline_rows)
@@ -201,3 +205,61 @@ def test_compare_summaries_table_and_picture(small, tmp_path):
         compare_summaries(["one"], [base, slower])
     path = plot_comparison(["base", "slower"], [base, slower], tmp_path / "compare.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_renderer_processes_write_the_same_files(small, written, tmp_path):
+    paths, _ = written
+    renderers = Renderers()   # forked directly: start_renderers declines in a threaded test runner
+    forked = write_outputs(small, tmp_path, renderers=renderers)
+    assert set(forked) == set(paths)
+    for name in ("timeline.png", "memory.png", "intervals.csv", "intervals.parquet", "report.md", "trace.json",
+                 "report.html"):
+        assert forked[name].read_bytes() == paths[name].read_bytes(), name
+    assert renderers.closed   # closed (and waited for) when done
+
+
+def test_renderers_nobody_used_are_ended_and_reaped():
+    renderers = Renderers()
+    pid = renderers.pid
+    del renderers                   # as when the run fails before write_outputs
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # already waited for: nothing left behind
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def test_a_failed_job_raises_in_the_parent_with_its_traceback():
+    renderers = Renderers()
+    try:
+        wait_ok, wait_failed = renderers.submit(1, [(len, ("abc",)), (_fail, ("no such font",))])
+        assert wait_ok() == 3
+        with pytest.raises(RuntimeError, match=r"ValueError: no such font(.|\n)*Traceback"):
+            wait_failed()
+    finally:
+        renderers.close()
+
+
+def test_report_html_is_self_contained_with_the_summary_numbers_and_the_words(small, written):
+    paths, _ = written
+    page = paths["report.html"].read_text()
+    assert "default-src 'none'" in page and not re.search(r'(src|href)="(https?:)?//', page)
+    for key, _label, fmt in KEY_METRICS:
+        value = small.summary[key]
+        assert f'data-metric="{key}" data-value="{value!r}"' in page
+        assert f'<span class="value">{fmt(value)}</span>' in page
+    words = paths["report.md"].read_text().split("### In words")[1].split("\n## ")[0]
+    first = re.search(r"^1\. (.+)$", words, re.M).group(1)
+    assert markdown_html(f"1. {first}").removeprefix("<ol>").removesuffix("</ol>") in page   # report.md's advice
+    assert "data:image/png;base64," in page and "## Pictures" not in page
+
+
+def test_markdown_html_covers_what_report_md_uses():
+    text = ("# title\n\n## Summary\n\n| metric | value |\n| --- | --- |\n| step | **1 s** |\n\n"
+            "some words `key` <b>\nand more\n\n1. first <x>\n2. second\n")
+    assert markdown_html(text, skip_title=True) == (
+        "<h3>Summary</h3>\n<table><thead><tr><th>metric</th><th>value</th></tr></thead><tbody><tr><td>step</td>"
+        "<td><strong>1 s</strong></td></tr></tbody></table>\n<p>some words <code>key</code> &lt;b&gt; and more</p>"
+        "\n<ol><li>first &lt;x&gt;</li><li>second</li></ol>")
+    assert markdown_html("# title").startswith("<h2>title</h2>")
