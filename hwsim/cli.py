@@ -110,8 +110,15 @@ def run(scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
         granularity: Annotated[Optional[str], typer.Option(help="op | layer | step (default: op unless large)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
         allow_oom: Annotated[bool, typer.Option("--allow-oom", help="exit 0 even if the plan does not fit")] = False,
+        allow_batch_change: Annotated[bool, typer.Option(
+            "--allow-batch-change", help="let the advice try a larger training.global_batch (a different "
+                                         "training run: judged by time per sample)")] = False,
         ) -> None:
     """Simulate one training step of SCENARIO and print its summary.
+
+    The advice under "What limits the step" names only changes it has simulated (each with
+    its --set flags, predicted step time and peak memory); it keeps the device count and,
+    unless --allow-batch-change, the global batch.
 
     A plan that does not fit in device memory is still simulated and reported (the finding is
     in summary.json), then the command exits with code 2 unless --allow-oom."""
@@ -136,13 +143,13 @@ def run(scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
     else:
         _print_summary(result.summary)
         _print_software(result.summary)
-        out_console.print(report_text(result, account), highlight=False, soft_wrap=True)
+        out_console.print(report_text(result, account, allow_batch_change), highlight=False, soft_wrap=True)
     if out is not None:
         from hwsim.analysis.outputs import write_outputs
 
         write_json(out / "summary.json", result.summary)
-        with err_console.status("writing timeline, memory, report, trace and intervals"):
-            files = write_outputs(result, out)
+        with err_console.status("writing timeline, memory, reports, trace and intervals"):
+            files = write_outputs(result, out, account, renderers, allow_batch_change)
         out_console.print(f"wrote {out}/: summary.json, {', '.join(sorted(files))}")
     if not result.summary["fits_in_memory"] and not allow_oom:
         raise PlanError(out_of_memory_advice(result.summary))

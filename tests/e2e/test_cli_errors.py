@@ -85,3 +85,10 @@ def test_plan_that_does_not_fit(tmp_path):
 
 def test_unknown_presets_kind():
     assert_clean_error(hwsim("presets", "gpus"), "accelerators")
+
+
+def test_fp8_on_a_device_without_fp8_tensor_cores(tmp_path):
+    d = yaml.safe_load(yaml.safe_dump(SMALL))
+    d["cluster"]["accelerator"] = "a100-sxm-80gb"
+    d["training"]["precision"] = "fp8"
+    assert_clean_error(hwsim("run", write(tmp_path, d)), "training.precision", "a100-sxm-80gb", "bf16")

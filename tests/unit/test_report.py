@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import re
+import shlex
 
 import pytest
+import yaml
 
 from hwsim.analysis.critical_path import Cause
 from hwsim.analysis.report import bottleneck_account, bubble_fraction, report_markdown, report_text
 from hwsim.config.schema import ScenarioConfig
 from hwsim.simulate import run_step
-from tests.conftest import H100
+from tests.conftest import H100, REPO
 
 TINY_MODEL = {"layers": 8, "hidden": 512, "heads": 8, "ffn_hidden": 2048, "mlp": "gelu", "vocab": 8192,
               "seq_len": 512}
@@ -53,7 +56,11 @@ def test_bubble_bound_ranks_the_bubble_first(bubble_bound):
     text = report_text(bubble_bound, account)
     first_line = text.splitlines()[2]
     assert "pipeline bubble" in first_line
-    assert "from 2 to 8" in first_line and "global_batch 2 → 8" in first_line
+    # the advice keeps the batch: no global_batch change unless the user allows one
+    assert "What moves it:" in first_line and "--set parallel.pp=4" in first_line
+    assert "global_batch" not in text
+    allowed = report_text(bubble_bound, account, allow_batch_change=True).splitlines()[2]
+    assert "--set training.global_batch=8" in allowed and "time per sample" in allowed
 
 
 def test_network_bound_ranks_dp_on_the_network_first(network_bound):
@@ -69,7 +76,7 @@ def test_network_bound_ranks_dp_on_the_network_first(network_bound):
     text = report_text(network_bound, account)
     first_line = text.splitlines()[2]
     assert "data-parallel" in first_line and "inter-node network" in first_line
-    assert "nic_bandwidth, now 1 Gb/s" in first_line
+    assert "--set 'cluster.inter_node.nic_bandwidth=2 Gb/s'" in first_line
 
 
 def test_report_markdown_table_adds_up(network_bound):
@@ -80,3 +87,71 @@ def test_report_markdown_table_adds_up(network_bound):
     assert len(rows) == len([p for p in account.parts if p.seconds > 0])
     assert "exposed_comm.dp.network" in rows[0]
     assert "**total**" in md and "**100.0%**" in md
+
+
+PRINTED = re.compile(r"\((--set (?:'[^']*'|[^\s)]+)(?: --set (?:'[^']*'|[^\s)]+))*)\): simulated (\S+ \S+) per step")
+
+
+def _printed_suggestions(text: str) -> list[tuple[list[str], str]]:
+    """(the --set overrides, the printed step time) of every suggestion in a report."""
+    found = []
+    for flags, time in PRINTED.findall(text):
+        found.append((shlex.split(flags)[1::2], time))
+    return found
+
+
+def _inline(fixture):
+    def written(request, tmp_path):
+        result = request.getfixturevalue(fixture)
+        path = tmp_path / "scenario.yaml"
+        path.write_text(yaml.safe_dump(result.scenario.model_dump(mode="json", exclude_unset=True)))
+        return path, result
+    return written
+
+
+def _scenario_file(name):
+    def loaded(request, tmp_path):
+        from hwsim.config.loader import load_scenario
+        path = REPO / "scenarios" / name
+        return path, run_step(load_scenario(path))
+    return loaded
+
+
+@pytest.mark.parametrize("case", [_inline("bubble_bound"), _inline("network_bound"),
+                                  _scenario_file("gpt-small-8xa100-megatron-deepspeed-host-bound.yaml")],
+                         ids=["bubble", "network", "host-bound-megatron-deepspeed"])
+def test_every_printed_suggestion_is_what_run_with_its_flags_predicts(case, request, tmp_path):
+    """Advice is a promise: the step time printed beside each change is the one
+    `hwsim run SCENARIO --set ...` gives for it (same fold and granularity)."""
+    from hwsim import units
+    from hwsim.config.loader import load_scenario
+
+    path, result = case(request, tmp_path)
+    printed = _printed_suggestions(report_text(result, allow_batch_change=True))
+    assert printed, "the report printed no simulated suggestion"
+    for overrides, time in printed:
+        again = run_step(load_scenario(path, overrides), fold=result.compiled.folded,
+                         granularity=result.compiled.granularity.value)
+        assert units.fmt_time(again.summary["step_time_s"]) == time, overrides
+        assert again.summary["fits_in_memory"]
+        assert again.summary["step_time_s"] / again.compiled.plan.global_batch < (
+            result.summary["step_time_s"] / result.compiled.plan.global_batch)
+
+
+def test_no_suggestion_on_a_device_that_lacks_it():
+    """fp8 is suggested only where the accelerator has fp8 tensor cores."""
+    from hwsim.analysis.suggest import candidates
+    from hwsim.config.loader import scenario_from_mapping
+
+    sc = scenario_from_mapping({
+        "name": "a100", "cluster": {"accelerator": "a100-sxm-80gb", "nodes": 1, "devices_per_node": 1,
+                                    "intra_node": {"kind": "switch", "bandwidth": "600 GB/s"}},
+        "model": TINY_MODEL, "parallel": {"tp": 1, "pp": 1, "dp": 1},
+        "training": {"global_batch": 8, "micro_batch": 8, "precision": "bf16"}})
+    result = run_step(sc)
+    compute = next(p for p in bottleneck_account(result).parts if p.cause is Cause.COMPUTE)
+    assert not any("training.precision=fp8" in s.overrides for s in candidates(compute, result))
+    h100 = run_step(scenario_from_mapping(result.scenario.model_dump(mode="json", exclude_none=True),
+                                          ["cluster.accelerator=h100-sxm"]))
+    compute = next(p for p in bottleneck_account(h100).parts if p.cause is Cause.COMPUTE)
+    assert any("training.precision=fp8" in s.overrides for s in candidates(compute, h100))

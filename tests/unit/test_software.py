@@ -352,7 +352,7 @@ def test_host_advice_prints_the_simulated_effect_of_cuda_graphs():
     host = next(p for p in bottleneck_account(res).parts if p.cause is Cause.HOST)
     text = advice(host, res)
     graphs = run_step(scenario_from_mapping(d, ["software.cuda_graphs=true"])).summary["step_time_s"]
-    assert f"hwsim predicts {units.fmt_time(graphs)} per step" in text
+    assert f"(--set software.cuda_graphs=true): simulated {units.fmt_time(graphs)} per step" in text
     assert graphs < res.summary["step_time_s"]
 
 
