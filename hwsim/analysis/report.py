@@ -82,8 +82,12 @@ def _bubble_words(result, part_seconds: float, share: str) -> str:
     excess = (part_seconds / step - now) if step > 0 else 0.0
     uneven = (f"; the {excess:.0%} beyond the ideal is uneven stages (embedding and logits on the first "
               f"and last stage) and waits on other stages' communication" if excess > _UNEVEN_FRAC else "")
-    return (f"pipeline bubble is {share} of the step (pp={p}, {m} micro-batches, {plan.schedule.value}"
-            f"{f', v={v}' if v > 1 else ''}: the ideal bubble is {now:.0%}{uneven})")
+    own = result.summary["breakdown"].get("pipeline_bubble")
+    busiest = (f"; the busiest device itself idles {own / step:.1%} of the step in its bubble"
+               if own is not None and step > 0 else "")
+    return (f"pipeline bubble on the critical path: {share} of the step waits on other pipeline stages (pp={p}, "
+            f"{m} micro-batches, {plan.schedule.value}{f', v={v}' if v > 1 else ''}: the ideal bubble is "
+            f"{now:.0%}{uneven}{busiest})")
 
 
 def _comm_words(part: PathPart, result, share: str) -> str:

@@ -2,6 +2,7 @@
 says what it should."""
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -17,10 +18,17 @@ SCENARIOS = sorted((REPO / "scenarios").glob("*.yaml"))
 def test_run_writes_every_output(path, tmp_path):
     out = tmp_path / "out"
     res = subprocess.run([sys.executable, "-m", "hwsim.cli", "run", str(path), "--out", str(out)],
-                         capture_output=True, text=True, timeout=600, cwd=REPO)
+                         capture_output=True, text=True, timeout=600, cwd=REPO,
+                         env={**os.environ, "COLUMNS": "200"})   # table rows unwrapped
     assert res.returncode == 0, res.stderr[-3000:]
     assert "What limits the step" in res.stdout
     s = json.loads((out / "summary.json").read_text())
+    # the two bubble figures on one screen say what each measures: the busiest device's own
+    # idle time (the table) and the critical path's share (the account)
+    assert f"time on device {s['breakdown_device']}" in res.stdout
+    if s["plan"]["pp"] > 1:
+        assert "waiting on other pipeline stages (bubble)" in res.stdout
+        assert "pipeline_bubble" not in res.stdout.split("What limits the step")[0]
     for key in ("step_time_s", "tokens_per_s", "tflops_per_device", "mfu", "hfu", "peak_memory_bytes",
                 "memory_capacity_bytes", "fits_in_memory", "devices", "breakdown"):
         assert key in s
