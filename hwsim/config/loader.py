@@ -9,8 +9,8 @@ the fix. Feasibility of the parallel plan is checked later (hwsim.workload.plan)
 from __future__ import annotations
 
 import copy
-
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,34 @@ from hwsim.errors import ConfigError
 __all__ = ["load_scenario", "scenario_from_mapping", "apply_overrides", "read_yaml", "format_validation_error"]
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 (and JSON) do: `1e12` and `1.536e12`
+    are floats, not strings (YAML 1.1 wants a dot and a signed exponent, `1.536e+12`), so
+    `global_batch: 1.536e12` is the integer it names and `tokens: 15e12` a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | Path) -> Any:
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.y*ml"))
+        hint = (f"in it ({', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''})" if inside
+                else "(ready-made ones are in scenarios/)")
+        raise ConfigError(f"{path}: is a directory, not a file. Give the path of a scenario YAML file {hint}.")
     if not path.is_file():
         raise ConfigError(f"{path}: no such file. Give the path of a scenario YAML file "
                           f"(ready-made ones are in scenarios/).")
     try:
-        return yaml.safe_load(path.read_text())
+        return _load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -48,7 +69,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             raise ConfigError(f"--set {item!r}: write an override as a dotted path and a value, "
                               f"e.g. --set parallel.tp=4")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = _load(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
         set_path(data, key.strip(), value)

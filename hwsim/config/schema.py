@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, model_validator
 
 from hwsim import units
 from hwsim.config.reliability import ReliabilityConfig
@@ -19,6 +19,47 @@ BytesPerS = Annotated[float, BeforeValidator(units.parse_rate)]
 FlopPerS = Annotated[float, BeforeValidator(units.parse_flop_rate)]
 Seconds = Annotated[float, BeforeValidator(units.parse_time)]
 Watts = Annotated[float, BeforeValidator(units.parse_power)]
+
+
+def _above_zero(example: str):
+    """An AfterValidator for a rate or capacity that has no meaning at 0 (a link that moves
+    nothing, a device with no memory or compute): the step would wait on it for ever."""
+    def check(value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"must be greater than 0 (at 0 nothing moves or runs and the step never ends); "
+                             f"give the real figure, e.g. {example!r}")
+        return value
+    return AfterValidator(check)
+
+
+PositiveBytes = Annotated[float, BeforeValidator(units.parse_bytes), _above_zero("80 GB")]
+PositiveBytesPerS = Annotated[float, BeforeValidator(units.parse_rate), _above_zero("450 GB/s")]
+PositiveFlopPerS = Annotated[float, BeforeValidator(units.parse_flop_rate), _above_zero("989 TFLOPS")]
+
+# Upper bounds on the sizes that multiply a step's task graph (the compiler makes tasks per
+# layer, per pipeline stage and per micro-batch; hwsim.workload.plan bounds the micro-batches).
+# Far above any real model: the deepest published transformers have ~1,000 layers (DeepNet,
+# Wang et al. 2022); frontier LLMs 61-128 (DeepSeek-V3 61, Llama 3 405B 126, GPT-3 96).
+# Measured (folded step, SMALL test model, pp=2): 1,000 layers 0.45 s, 10,000 layers 4.5 s and
+# ~8.5 tasks per layer, so 4,096 layers keep one simulated step to ~2 s.
+MAX_LAYERS = 4096
+
+
+def _at_most_layers(value: int) -> int:
+    if value > MAX_LAYERS:
+        raise ValueError(f"{value} layers is above hwsim's limit of {MAX_LAYERS} (4x the deepest published "
+                         f"transformer; a step's task graph grows with the layers, so a deeper one would not "
+                         f"simulate in reasonable time); give the model's real depth")
+    return value
+
+
+Layers = Annotated[int, Field(gt=0), AfterValidator(_at_most_layers)]
+
+# The most devices a cluster may have: the network topology is built for every device, even
+# when the step is folded. Measured (SMALL test model, pp=2, folded): 8,192 devices 1.2 s,
+# 131,072 devices 24 s, 524,288 devices 148 s and 6.8 GB resident. 2**19 is ~2.5x the largest
+# clusters built (~200,000 GPUs) and keeps one step to minutes; far above, a step never ends.
+MAX_DEVICES = 2**19
 
 
 class _Closed(BaseModel):
@@ -74,25 +115,25 @@ class Recompute(StrEnum):
 class PeakConfig(_Closed):
     """Dense peak compute per dtype (no structured sparsity)."""
 
-    fp32: FlopPerS
-    tf32: FlopPerS | None = None
-    fp16: FlopPerS
-    bf16: FlopPerS | None = None
-    fp8: FlopPerS | None = None
+    fp32: PositiveFlopPerS
+    tf32: PositiveFlopPerS | None = None
+    fp16: PositiveFlopPerS
+    bf16: PositiveFlopPerS | None = None
+    fp8: PositiveFlopPerS | None = None
 
 
 class AcceleratorConfig(_Closed):
     name: str
     description: str = ""
     peak: PeakConfig
-    hbm: Bytes
-    hbm_bandwidth: BytesPerS
+    hbm: PositiveBytes
+    hbm_bandwidth: PositiveBytesPerS
     l2_cache: Bytes = 0.0
     sm_count: PositiveInt = 1
     tdp: Watts = 0.0
     power_limit: Watts | None = Field(None, gt=0, description="board power cap below the TDP (v1.1), e.g. 500 W")
     price_per_hour: float = Field(0.0, ge=0, description="USD per device-hour")
-    host_bandwidth: BytesPerS = Field(default=32e9, description="host link per direction (PCIe/C2C)")
+    host_bandwidth: PositiveBytesPerS = Field(default=32e9, description="host link per direction (PCIe/C2C)")
     kernel_profile: str = Field("", description="name of the kernel-efficiency data; default: the preset's name")
     sources: dict[str, str] = Field(default_factory=dict)
 
@@ -107,14 +148,14 @@ class AcceleratorConfig(_Closed):
 
 class IntraNodeConfig(_Closed):
     kind: IntraKind = IntraKind.SWITCH
-    bandwidth: BytesPerS
+    bandwidth: PositiveBytesPerS
     latency: Seconds = 1e-6
 
 
 class InterNodeConfig(_Closed):
     kind: InterKind = InterKind.FAT_TREE
     nics_per_node: PositiveInt = 1
-    nic_bandwidth: BytesPerS
+    nic_bandwidth: PositiveBytesPerS
     latency: Seconds = 5e-6
     oversubscription: float = Field(1.0, ge=1.0)
     torus_dims: tuple[PositiveInt, ...] | None = None
@@ -139,6 +180,15 @@ class ClusterConfig(_Closed):
     def domain_size(self) -> int:
         """Devices of one scale-up domain (at most the cluster's devices)."""
         return min(self.nvlink_domain or self.devices_per_node, self.n_devices)
+
+    @model_validator(mode="after")
+    def _not_too_many_devices(self) -> "ClusterConfig":
+        if self.n_devices > MAX_DEVICES:
+            raise ValueError(f"nodes × devices_per_node = {self.nodes:,} × {self.devices_per_node:,} = "
+                             f"{self.n_devices:,} devices is above hwsim's limit of {MAX_DEVICES:,} (~2.5x the "
+                             f"largest clusters built; the network is built device by device, so a larger one "
+                             f"would not simulate in reasonable time); lower cluster.nodes")
+        return self
 
     @model_validator(mode="after")
     def _domain_spans_whole_nodes(self) -> "ClusterConfig":
@@ -189,7 +239,8 @@ class SlidingWindowConfig(_Closed):
 
 class ModelConfig(_Closed):
     name: str = ""
-    layers: PositiveInt
+    description: str = ""
+    layers: Layers
     hidden: PositiveInt
     heads: PositiveInt
     kv_heads: PositiveInt | None = None
@@ -205,7 +256,8 @@ class ModelConfig(_Closed):
     mla: MlaConfig | None = None
     sliding_window: SlidingWindowConfig | None = None
     attention_sinks: bool = Field(False, description="a learned sink logit per head (gpt-oss)")
-    mtp_layers: int = Field(0, ge=0, description="multi-token-prediction layers after the last (DeepSeek-V3: 1)")
+    mtp_layers: Annotated[int, Field(ge=0), AfterValidator(_at_most_layers)] = Field(
+        0, description="multi-token-prediction layers after the last (DeepSeek-V3: 1)")
     sources: dict[str, str] = Field(default_factory=dict)
 
 

@@ -75,6 +75,7 @@ def goodput(scenario: Annotated[Path, typer.Argument(help="scenario YAML file (t
     """Time-to-train under failures: one simulated step, the scenario's failure rates and
     checkpoints (its `reliability:` block, or the Llama 3 405B failure mix), then the whole run
     many times over."""
+    from hwsim.cli_common import check_out_dir
     from hwsim.config.loader import load_scenario
     from hwsim.reliability.goodput import build_goodput_model, run_goodput
     from hwsim.reliability.outputs import json_safe, write_goodput
@@ -83,6 +84,7 @@ def goodput(scenario: Annotated[Path, typer.Argument(help="scenario YAML file (t
         raise ConfigError(f"--runs: {runs} must be at least 1")
     if seed < 0:
         raise ConfigError(f"--seed: {seed} must not be negative")
+    check_out_dir(out)
     sc = load_scenario(scenario, set_ or [])
     with err_console.status(f"simulating one step of {sc.name} on {sc.cluster.n_devices:,} devices"):
         model = build_goodput_model(sc, fold=fold)

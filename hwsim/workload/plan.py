@@ -26,6 +26,17 @@ from hwsim.errors import PlanError
 
 _AXES = ("tp", "cp", "dp", "pp")
 
+# The most (micro-batch, pipeline stage) passes one step may have: pp x virtual_stages x
+# micro-batches per pipeline. A folded step's task graph is linear in them (~10-33 tasks each at step
+# granularity), and so are its compile and simulate time and memory. Measured on the SMALL test
+# model (tests/conftest.py), folded, one process: pp=2 with 1,000 / 10,000 / 100,000
+# micro-batches took 0.47 s / 4.8 s / 104 s (33k / 330k / 3.3M tasks; 2.0 GB resident at
+# 100k); pp=16 x 1,000 took 5.5 s and pp=64 x 1,000 36 s: ~0.3-0.6 ms and ~600 B a pass. The
+# most among the published runs (shared/validation/published_runs.yaml) is 32,768 (Megatron-LM
+# SC21's GPT 1T: pp=64 x 512 micro-batches); the scenarios/ at most 768. So 131,072 passes (4x
+# that) keep one step to ~1-1.5 min and ~3 GB, while a typo'd global_batch fails at once.
+MAX_PIPELINE_PASSES = 131_072
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -239,6 +250,16 @@ def resolve_plan(scenario: ScenarioConfig) -> Plan:
                             f"over them; expert-data-parallel = tp·cp·dp/(etp·ep)); change ep or etp "
                             f"(e.g. etp: 1), or dp")
     per_step = train.micro_batch * dp
+    stages = pp * v    # a micro-batch passes through each (virtual) stage
+    if train.global_batch // per_step * stages > MAX_PIPELINE_PASSES:
+        n = train.global_batch // per_step
+        raise PlanError(f"training.global_batch: {train.global_batch:,} sequences make {n:,} micro-batches per "
+                        f"pipeline (global_batch / (micro_batch·dp) = {train.global_batch:,} / "
+                        f"({train.micro_batch}·{dp})), times {stages} pipeline stages (pp·virtual_stages) that is "
+                        f"{n * stages:,} passes, above the {MAX_PIPELINE_PASSES:,} hwsim simulates in bounded time "
+                        f"and memory (a step's task graph grows with each one); lower global_batch to at most "
+                        f"{max(1, MAX_PIPELINE_PASSES // stages) * per_step:,} with this micro_batch and dp, or "
+                        f"raise training.micro_batch")
     if train.global_batch % per_step:
         raise PlanError(f"training.global_batch: {train.global_batch} is not a multiple of micro_batch·dp = "
                         f"{train.micro_batch}·{dp} = {per_step}; use a global_batch that is (e.g. "

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import SMALL
@@ -92,3 +93,65 @@ def test_fp8_on_a_device_without_fp8_tensor_cores(tmp_path):
     d["cluster"]["accelerator"] = "a100-sxm-80gb"
     d["training"]["precision"] = "fp8"
     assert_clean_error(hwsim("run", write(tmp_path, d)), "training.precision", "a100-sxm-80gb", "bf16")
+
+
+# --- inputs that hurt (issue 15, point 4): each fails at once, naming the field -------------------
+
+def test_huge_global_batch_is_refused_at_once(tmp_path):
+    """1.536e12 sequences (YAML 1.2 scientific notation: an integer) would build a task graph of
+    hundreds of billions of micro-batches; it is refused before compiling anything."""
+    text = yaml.safe_dump(SMALL).replace("global_batch: 32", "global_batch: 1.536e12")
+    assert "1.536e12" in text
+    res = hwsim("run", write(tmp_path, text), "--out", tmp_path / "o")
+    assert_clean_error(res, "training.global_batch", "1,536,000,000,000", "micro_batch")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("path, value", [
+    (("cluster", "intra_node", "bandwidth"), "0 GB/s"),
+    (("cluster", "inter_node", "nic_bandwidth"), "0 Gb/s"),
+    (("cluster", "accelerator", "hbm_bandwidth"), 0),
+    (("cluster", "accelerator", "host_bandwidth"), "0 GB/s"),
+    (("cluster", "accelerator", "hbm"), "0 GB"),
+    (("cluster", "accelerator", "peak", "bf16"), "0 TFLOPS"),
+])
+def test_zero_rate_or_capacity_names_the_field(tmp_path, path, value):
+    d = yaml.safe_load(yaml.safe_dump(SMALL))
+    node = d
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    assert_clean_error(hwsim("run", write(tmp_path, d)), ".".join(path), "greater than 0")
+
+
+def test_absurd_layer_count_names_the_field(tmp_path):
+    d = yaml.safe_load(yaml.safe_dump(SMALL))
+    d["model"]["layers"] = 10**6
+    assert_clean_error(hwsim("run", write(tmp_path, d)), "model.layers", "4096")
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "sweep", "goodput"])
+def test_out_onto_an_existing_file(tmp_path, command):
+    scenario = write(tmp_path, {**SMALL, "training": {**SMALL["training"], "tokens": 1e9}})
+    target = write(tmp_path, "already here\n", "taken.txt")
+    args = {"run": [scenario], "compare": [scenario, scenario], "goodput": [scenario, "--runs", 2],
+            "sweep": [write(tmp_path, {"name": "s", "base": SMALL,
+                                       "axes": {"parallel.tp": [1, 2]}}, "sweep.yaml"), "--no-plots"]}[command]
+    assert_clean_error(hwsim(command, *args, "--out", target), "--out", "is a file, not a directory")
+    assert target.read_text() == "already here\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux)")
+def test_out_where_nothing_can_be_written(tmp_path):
+    res = hwsim("run", write(tmp_path, SMALL), "--out", "/proc/hwsim-out")
+    assert_clean_error(res, "--out /proc/hwsim-out", "cannot write there")
+
+
+def test_out_under_a_file(tmp_path):
+    target = write(tmp_path, "x\n", "f.txt")
+    assert_clean_error(hwsim("run", write(tmp_path, SMALL), "--out", target / "sub"), "--out", "is a file")
+
+
+def test_directory_given_as_the_scenario(tmp_path):
+    write(tmp_path, SMALL, "mine.yaml")
+    assert_clean_error(hwsim("run", tmp_path), "is a directory", "scenario YAML file", "mine.yaml")

@@ -37,7 +37,9 @@ COMPONENTS = _mostly(st.sampled_from(["gpu", "hbm", "nic", "switch", "host", "so
                      st.sampled_from(["rack", "GPU", ""]))
 PER = _mostly(st.sampled_from(["device", "node", "nic", "switch", "job"]), st.sampled_from(["rack", 3, None]))
 JUNK = st.one_of(st.text(max_size=6), st.integers(-3, 3), st.floats(allow_nan=True), st.none(),
-                 st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+                 st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                 # zeros and sizes that would hang a step (issue 15: a zero bandwidth, 1.536e12 sequences)
+                 st.sampled_from([0, 0.0, "0 GB/s", "0 TFLOPS", 10**6, 10**9, 1.536e12, "1.536e12", 2**70]))
 
 
 @st.composite
@@ -96,7 +98,10 @@ PATHS = st.sampled_from([("cluster", "nodes"), ("cluster", "devices_per_node"), 
                          ("parallel", "tp"), ("parallel", "pp"), ("training", "global_batch"),
                          ("training", "tokens"), ("training", "precision"), ("cluster", "inter_node", "nic_bandwidth"),
                          ("reliability",), ("reliability", "checkpoint"), ("reliability", "components", "gpu"),
-                         ("cluster", "accelerator", "price_per_hour"), ("cluster", "accelerator", "host_bandwidth")])
+                         ("cluster", "accelerator", "price_per_hour"), ("cluster", "accelerator", "host_bandwidth"),
+                         ("cluster", "intra_node", "bandwidth"), ("cluster", "accelerator", "hbm_bandwidth"),
+                         ("cluster", "accelerator", "hbm"), ("cluster", "accelerator", "peak", "bf16"),
+                         ("training", "micro_batch"), ("model", "mtp_layers")])
 
 
 @st.composite

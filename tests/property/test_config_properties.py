@@ -2,10 +2,13 @@
 raise ConfigError (never another exception)."""
 
 import copy
+import tempfile
+from pathlib import Path
 
+import yaml
 from hypothesis import given, settings, strategies as st
 
-from hwsim.config.loader import scenario_from_mapping
+from hwsim.config.loader import apply_overrides, read_yaml, scenario_from_mapping
 from hwsim.config.schema import ScenarioConfig
 from hwsim.errors import ConfigError
 from tests.conftest import SMALL
@@ -71,3 +74,47 @@ def test_any_bad_value_is_a_config_error_or_valid(path, value):
         scenario_from_mapping(d)
     except ConfigError as exc:
         assert str(exc)                     # a message, never another exception type
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 9999), st.integers(0, 9), st.booleans())
+def test_scientific_notation_counts_load_as_integers(mantissa, exponent, via_set):
+    """`global_batch: 1.536e12` is the integer it names (YAML 1.2 and JSON read it as a number;
+    PyYAML's YAML 1.1 would read a string), in a file and in --set."""
+    text = f"{mantissa}e{exponent}"
+    if via_set:
+        d = apply_overrides(copy.deepcopy(SMALL), [f"training.global_batch={text}"])
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "s.yaml"
+            path.write_text(yaml.safe_dump(SMALL).replace("global_batch: 32", f"global_batch: {text}"))
+            d = read_yaml(path)
+    assert d["training"]["global_batch"] == mantissa * 10**exponent
+    assert scenario_from_mapping(d).training.global_batch == mantissa * 10**exponent
+
+
+bounded = st.sampled_from([(("cluster", "intra_node", "bandwidth"), "0 GB/s"),
+                           (("cluster", "inter_node", "nic_bandwidth"), 0),
+                           (("cluster", "accelerator", "hbm_bandwidth"), "0 TB/s"),
+                           (("cluster", "accelerator", "host_bandwidth"), 0.0),
+                           (("cluster", "accelerator", "hbm"), "0 GiB"),
+                           (("cluster", "accelerator", "peak", "fp32"), "0 TFLOPS"),
+                           (("model", "layers"), 4097), (("model", "layers"), 10**9),
+                           (("model", "mtp_layers"), 10**6)])
+
+
+@settings(max_examples=30, deadline=None)
+@given(bounded)
+def test_zero_rates_and_absurd_sizes_are_config_errors_naming_the_field(case):
+    path, value = case
+    d = copy.deepcopy(SMALL)
+    node = d
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    try:
+        scenario_from_mapping(d)
+    except ConfigError as exc:
+        assert ".".join(path) + ":" in str(exc)
+    else:
+        raise AssertionError(f"{'.'.join(path)}={value!r} was accepted")
