@@ -1,5 +1,6 @@
 """The scenario's `reliability:` block (hwsim extension of SCENARIO_FORMAT.md): what fails and
-how often, what a failure costs, where checkpoints go, and links that run degraded.
+how often, what a failure costs, where checkpoints go, links that run degraded, and the seeded
+step-time variance and stragglers of `hwsim variance` (`variance:`, no default spread).
 
 Everything is optional: an absent block, or an absent field, takes the failure-mix preset's
 value (`hwsim/presets/reliability/`, each number with its source), resolved by
@@ -20,8 +21,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeI
 from hwsim import units
 
 __all__ = ["Component", "Per", "StorageTier", "CheckpointMode", "RecoveryScope", "LinkKind",
-           "ComponentRateConfig", "CheckpointConfig", "DegradedLinkConfig", "ReliabilityConfig",
-           "failure_mix_names", "DEFAULT_FAILURE_MIX"]
+           "ComponentRateConfig", "CheckpointConfig", "DegradedLinkConfig", "StragglerConfig", "VarianceConfig",
+           "ReliabilityConfig", "failure_mix_names", "DEFAULT_FAILURE_MIX"]
 
 DEFAULT_FAILURE_MIX = "llama3-405b-h100"
 
@@ -162,6 +163,38 @@ class DegradedLinkConfig(_Closed):
     bandwidth_frac: float = Field(gt=0.0, le=1.0, description="the fraction of its bandwidth left, in (0, 1]")
 
 
+class StragglerConfig(_Closed):
+    """One slow device, or every device of one node, for the whole step (a throttled GPU: slowdown
+    = its nominal clock / its throttled one)."""
+
+    device: NonNegativeInt | None = Field(None, description="the slow device (0-based); give device or node")
+    node: NonNegativeInt | None = Field(None, description="a slow node: each of its devices is slowed")
+    slowdown: float = Field(ge=1.0, le=1000.0, allow_inf_nan=False,
+                            description="its kernels take this many times as long, >= 1 (1.5: 50% slower)")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> "StragglerConfig":
+        if (self.device is None) == (self.node is None):
+            raise ValueError("give device or node (not both, not neither), e.g. {device: 5, slowdown: 1.5}")
+        return self
+
+
+class VarianceConfig(_Closed):
+    """Seeded variance for `hwsim variance` (the step simulated unfolded, many times). `hwsim run`
+    and `hwsim goodput` ignore this block: they stay the folded, noiseless step. No default spread:
+    no published per-kernel fleet measurement was found (README, "Variance and stragglers")."""
+
+    kernel_cv: float = Field(0.0, ge=0.0, lt=10.0, allow_inf_nan=False,
+                             description="coefficient of variation of each kernel's time (mean-one lognormal, drawn "
+                                         "per kernel and sample), e.g. 0.05")
+    device_cv: float = Field(0.0, ge=0.0, lt=10.0, allow_inf_nan=False,
+                             description="coefficient of variation of each device's speed (mean-one lognormal, one "
+                                         "draw per device and sample: a different set of GPUs each sample)")
+    stragglers: tuple[StragglerConfig, ...] = ()
+    samples: int = Field(100, ge=1, le=100_000, description="simulated steps")
+    seed: NonNegativeInt = Field(0, description="random seed (same seed, same samples)")
+
+
 class ReliabilityConfig(_Closed):
     preset: str = Field(DEFAULT_FAILURE_MIX, description="failure mix and recovery times (presets/reliability)")
     components: dict[Component, ComponentRateConfig] = Field(default_factory=dict)
@@ -171,6 +204,8 @@ class ReliabilityConfig(_Closed):
     recovery: RecoveryScope = RecoveryScope.JOB
     checkpoint: CheckpointConfig = CheckpointConfig()
     degraded_links: tuple[DegradedLinkConfig, ...] = ()
+    variance: VarianceConfig = Field(VarianceConfig(), description="kernel and device spread, stragglers "
+                                                                   "(hwsim variance only)")
 
     @field_validator("preset")
     @classmethod

@@ -13,8 +13,18 @@ constant slowdown (a throttled GPU: slowdown = its nominal clock / its throttled
 Synchronous collectives turn one slow rank into everyone's wait: with no overlap, a straggler
 of slowdown s stretches the step's compute part by s.
 
-No default spread is assumed (kernel_cv = 0): with no variance and no straggler, a sample is
-the deterministic unfolded step, exactly.
+`device_cv` is the other kind of spread: a whole GPU slower or faster than its peers for the whole
+step (manufacturing and power management; Sinha et al., SC22, measured it across the GPUs of
+four supercomputers). Each sample draws one mean-one lognormal factor per device (a different set
+of GPUs each sample) and scales all that device's kernels by it. Link and collective times are
+not perturbed (no link_cv): a slow link is a degraded link (reliability.degraded_links).
+
+No default spread is assumed (kernel_cv = device_cv = 0; README, "Variance and stragglers", says
+which published measurements exist and why none is a per-kernel default): with no variance and no
+straggler, a sample is the deterministic unfolded step, exactly.
+
+The scenario's `reliability.variance` block (hwsim.config.reliability.VarianceConfig) is read
+only by `hwsim variance` (`variance_from_scenario`); `hwsim run` stays the folded, noiseless step.
 """
 
 from __future__ import annotations
@@ -37,7 +47,8 @@ from hwsim.simulate import comm_slowdown, estimate_op_tasks
 from hwsim.software.profiles import effective_scenario, resolve_software
 from hwsim.workload.compiler import CompiledStep, Granularity, compile_step
 
-__all__ = ["Straggler", "StepDistribution", "step_distribution", "perturbed_graph", "UNFOLDED_TASK_LIMIT"]
+__all__ = ["Straggler", "StepDistribution", "step_distribution", "perturbed_graph", "UNFOLDED_TASK_LIMIT",
+           "stragglers_from_config", "variance_from_scenario"]
 
 UNFOLDED_TASK_LIMIT = 300_000   # op-level tasks of an unfolded step; past it, the samples would take minutes
 
@@ -53,6 +64,8 @@ class StepDistribution:
     step_times_s: np.ndarray
     noiseless_step_s: float
     slowest_device: int         # the device busiest on compute, most often over the samples
+    slowest_share: float = 1.0  # the fraction of the samples in which it was the busiest
+    n_tasks: int = 0            # tasks of the unfolded step graph
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.step_times_s, q))
@@ -93,12 +106,16 @@ def _run(scenario: ScenarioConfig, topology, network_kind, compiled: CompiledSte
 
 
 def step_distribution(scenario: ScenarioConfig, n_steps: int = 100, seed: int = 0, kernel_cv: float = 0.0,
-                      stragglers: tuple[Straggler, ...] = ()) -> StepDistribution:
-    """`n_steps` simulated steps with seeded kernel-time noise and `stragglers`."""
+                      stragglers: tuple[Straggler, ...] = (), device_cv: float = 0.0) -> StepDistribution:
+    """`n_steps` simulated steps with seeded kernel-time noise (`kernel_cv`, per kernel),
+    per-device speed spread (`device_cv`, one draw per device and sample) and `stragglers`."""
     if n_steps < 1:
         raise ConfigError(f"n_steps: {n_steps} must be at least 1")
     if not (0.0 <= kernel_cv < 10.0):
         raise ConfigError(f"kernel_cv: {kernel_cv} must be in [0, 10): the coefficient of variation of a kernel's time")
+    if not (0.0 <= device_cv < 10.0):
+        raise ConfigError(f"device_cv: {device_cv} must be in [0, 10): the coefficient of variation of a device's "
+                          f"speed")
     n_devices = scenario.cluster.n_devices
     for s in stragglers:
         if not 0 <= s.device < n_devices:
@@ -106,9 +123,13 @@ def step_distribution(scenario: ScenarioConfig, n_steps: int = 100, seed: int = 
         if not (1.0 <= s.slowdown < math.inf):
             raise ConfigError(f"stragglers: slowdown {s.slowdown} of device {s.device} must be at least 1")
     if estimate_op_tasks(scenario, fold=False) > UNFOLDED_TASK_LIMIT:
-        raise ConfigError(f"cannot fold with variance or stragglers (peers no longer run identically), and "
-                          f"{n_devices:,} devices unfolded are over {UNFOLDED_TASK_LIMIT:,} tasks: study the "
-                          f"variance on a slice of the cluster (fewer cluster.nodes, the same parallel.tp and pp)")
+        raise ConfigError(
+            f"cannot fold with variance or stragglers: folding lets one device stand for its peers, which is exact "
+            f"only while they run identically, and {n_devices:,} devices unfolded are about "
+            f"{estimate_op_tasks(scenario, fold=False):,} tasks, over the {UNFOLDED_TASK_LIMIT:,} that sample in "
+            f"reasonable time. Study the variance on a slice of the cluster: fewer cluster.nodes (e.g. --set "
+            f"cluster.nodes=N) with the same parallel.tp and pp and a smaller global_batch, or fewer model.layers; "
+            f"the noiseless step of the whole cluster is `hwsim run` (folded, exact)")
     eff, topology, network_kind, compiled = _compile_unfolded(scenario)
     graph = compiled.graph
     device_of = np.array([t.devices[0] for t in graph.tasks])
@@ -119,12 +140,46 @@ def step_distribution(scenario: ScenarioConfig, n_steps: int = 100, seed: int = 
         slow[s.device] *= s.slowdown
     noiseless = _run(eff, topology, network_kind, compiled, graph).makespan_s
     sigma = math.sqrt(math.log1p(kernel_cv ** 2))
+    sigma_dev = math.sqrt(math.log1p(device_cv ** 2))
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
     times, busiest = np.empty(n_steps), np.zeros(n_devices, dtype=np.int64)
     for k in range(n_steps):
         noise = np.exp(sigma * rng.standard_normal(len(graph.tasks)) - sigma * sigma / 2) if sigma > 0 else 1.0
-        factors = slow[device_of] * noise
+        speed = (np.exp(sigma_dev * rng.standard_normal(n_devices) - sigma_dev * sigma_dev / 2) if sigma_dev > 0
+                 else np.ones(n_devices))
+        factors = (slow * speed)[device_of] * noise
         times[k] = _run(eff, topology, network_kind, compiled, perturbed_graph(graph, factors)).makespan_s
         busy = np.bincount(device_of[compute], weights=(durations * factors)[compute], minlength=n_devices)
         busiest[int(np.argmax(busy))] += 1
-    return StepDistribution(times, noiseless, int(np.argmax(busiest)))
+    top = int(np.argmax(busiest))
+    return StepDistribution(times, noiseless, top, float(busiest[top]) / n_steps, len(graph.tasks))
+
+
+def stragglers_from_config(variance, scenario: ScenarioConfig) -> tuple[Straggler, ...]:
+    """reliability.variance.stragglers as devices: a node straggler slows each of its devices."""
+    n_devices, per_node = scenario.cluster.n_devices, scenario.cluster.devices_per_node
+    out = []
+    for i, s in enumerate(variance.stragglers):
+        where = f"reliability.variance.stragglers.{i}"
+        if s.device is not None:
+            if s.device >= n_devices:
+                raise ConfigError(f"{where}.device: {s.device} is not in the cluster's devices 0..{n_devices - 1}")
+            out.append(Straggler(s.device, s.slowdown))
+        else:
+            n_nodes = scenario.cluster.nodes
+            if s.node >= n_nodes:
+                raise ConfigError(f"{where}.node: {s.node} is not in the cluster's nodes 0..{n_nodes - 1}")
+            out.extend(Straggler(d, s.slowdown) for d in range(s.node * per_node, (s.node + 1) * per_node))
+    return tuple(out)
+
+
+def variance_from_scenario(scenario: ScenarioConfig, samples: int | None = None,
+                           seed: int | None = None) -> StepDistribution:
+    """The step-time distribution of the scenario's `reliability.variance` block (absent: no spread,
+    no straggler); `samples` and `seed` override the block's."""
+    from hwsim.config.reliability import VarianceConfig
+
+    block = scenario.reliability.variance if scenario.reliability is not None else VarianceConfig()
+    return step_distribution(scenario, n_steps=block.samples if samples is None else samples,
+                             seed=block.seed if seed is None else seed, kernel_cv=block.kernel_cv,
+                             stragglers=stragglers_from_config(block, scenario), device_cv=block.device_cv)
