@@ -16,12 +16,33 @@ from rich.console import Console
 from rich.table import Table
 
 from hwsim import units
+from hwsim.cli_common import check_out_dir
 from hwsim.errors import ConfigError, HwsimError, PlanError
 
+# -h is --help on every command (subcommands inherit help_option_names from this context)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="hwsim: simulate distributed transformer training on what-if clusters.")
 out_console = Console()
 err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("hwsim")
+        except PackageNotFoundError:   # run from a checkout that was never installed
+            text = "unknown (not installed)"
+        out_console.print(f"hwsim {text}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="print hwsim's version and exit")] = False) -> None:
+    """hwsim: simulate distributed transformer training on what-if clusters."""
 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a field: a.b.c=value (repeatable)")]
 
@@ -131,6 +152,7 @@ def run(scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
 
     if granularity is not None and granularity not in ("op", "layer", "step"):
         raise ConfigError(f"--granularity: {granularity!r} is not allowed; use op, layer or step")
+    check_out_dir(out)
     sc = load_scenario(scenario, set_ or [])
     renderers = None
     if out is not None:   # processes that import and warm up matplotlib while the step simulates
@@ -184,6 +206,7 @@ def compare(scenarios: Annotated[list[Path], typer.Argument(help="two or more sc
     from hwsim.config.loader import load_scenario
     from hwsim.simulate import run_step
 
+    check_out_dir(out)
     runs: list[tuple[str, list[str]]] = []
     if variant:
         if len(scenarios) != 1:
@@ -211,17 +234,22 @@ def compare(scenarios: Annotated[list[Path], typer.Argument(help="two or more sc
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="validation records YAML (published runs)")],
+def validate(file: Annotated[Optional[Path], typer.Argument(
+                 help="validation file: a YAML list of published runs (id, source, scenario, published)")] = None,
+             builtin: Annotated[Optional[str], typer.Option(
+                 help="a validation set hwsim ships instead of FILE: public (published runs) | vtrain "
+                      "(vTrain's single-node A100 measurements)")] = None,
              json_out: Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON")] = None,
              tag: Annotated[Optional[list[str]], typer.Option(help="only records with this tag (repeatable)")] = None,
              workers: Annotated[int, typer.Option(help="processes")] = 2,
              set_: SetOpt = None) -> None:
-    """Simulate every published run in FILE; print predicted vs published step time and errors.
+    """Simulate every published run in FILE (or --builtin public); print predicted vs published step time and errors.
 
     --set applies to every record: a what-if over the whole set (e.g. training.attention=unfused)."""
     from rich.progress import Progress
     from hwsim.studies.validation import load_records, run_validation, validation_report
 
+    file = _validation_file(file, builtin)
     records = load_records(file)
     if tag:
         records = [r for r in records if set(tag) & set(r.get("tags") or ())]
@@ -257,6 +285,25 @@ def validate(file: Annotated[Path, typer.Argument(help="validation records YAML 
                           f"mean signed error {o['mean_signed_error']:+.1%}")
     if json_out:
         write_json(json_out, report)
+
+
+def _validation_file(file: Path | None, builtin: str | None) -> Path:
+    """FILE or the shipped set --builtin names; a missing FILE is a one-paragraph error."""
+    from hwsim.data import BUILTIN_VALIDATION, builtin_validation_file
+
+    sets = " or ".join(f"--builtin {name}" for name in BUILTIN_VALIDATION)
+    if builtin is not None:
+        if file is not None:
+            raise ConfigError(f"validate: give a validation file or --builtin {builtin}, not both")
+        return builtin_validation_file(builtin)
+    if file is None:
+        raise ConfigError(f"validate: give a validation file (a YAML list of published runs), or use one that "
+                          f"hwsim ships: {sets} (e.g. hwsim validate --builtin public)")
+    if not file.is_file():
+        what = "is a directory, not a file" if file.is_dir() else "no such file"
+        raise ConfigError(f"{file}: {what}. `hwsim validate` needs a validation file (a YAML list of published "
+                          f"runs: id, source, scenario, published), or use one that hwsim ships: {sets}")
+    return file
 
 
 def _comparison_table(title: str, rows: list[tuple[str, str, str, float]]) -> Table:
@@ -369,10 +416,27 @@ def _print_software_profiles() -> None:
 
 from hwsim.studies.commands import plan as _plan_command, sweep as _sweep_command  # noqa: E402
 from hwsim.reliability.commands import goodput as _goodput_command  # noqa: E402
+from hwsim.reliability.variance_command import variance as _variance_command  # noqa: E402
 
 app.command("sweep")(_sweep_command)
 app.command("plan")(_plan_command)
 app.command("goodput")(_goodput_command)
+
+
+def _reflow_help(typer_app: typer.Typer) -> None:
+    """Each command's help is its docstring with the line breaks inside a paragraph joined: rich
+    keeps a docstring's own line breaks and then wraps each line again to the terminal, which
+    leaves fragments like "(each with" alone on a line at 80 columns."""
+    import inspect
+
+    for info in typer_app.registered_commands:
+        doc = info.help or inspect.getdoc(info.callback) or ""
+        info.help = "\n\n".join(" ".join(line.strip() for line in para.splitlines())
+                                 for para in doc.split("\n\n"))
+
+
+_reflow_help(app)
+app.command("variance")(_variance_command)
 
 
 def main() -> None:
