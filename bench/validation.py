@@ -2,7 +2,7 @@
 changes (mechanism off vs on). A benchmark, not a pass/fail test: it prints the tables the
 README quotes.
 
-    python bench/validation.py                 # both files in ../shared/validation, all ablations
+    python bench/validation.py                 # both shipped files (hwsim validate --builtin public, vtrain), all ablations
     python bench/validation.py --no-ablations  # the accuracy tables only
     python bench/validation.py --json out.json
 
@@ -23,8 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hwsim.studies.validation import load_records, run_validation  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "validation"
-FILES = ("published_runs.yaml", "vtrain_single.yaml")
+from hwsim.data import builtin_validation_file  # noqa: E402
+
+FILES = {"published_runs.yaml": "public", "vtrain_single.yaml": "vtrain"}   # the copies of ../shared/validation
 SOURCE_TAGS = ("dgxc-benchmarking-25.02", "megatron-readme-2020", "narayanan-sc21", "llm-foundry", "torchtitan",
                "megatron-bridge-perf", "nemo-long-sequence", "vtrain")
 
@@ -80,11 +81,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     out = {}
-    for name in FILES:
-        path = SHARED / name
-        if not path.exists():
-            print(f"{path}: not found (../shared/validation beside the checkout)")
-            continue
+    for name, builtin in FILES.items():
+        path = builtin_validation_file(builtin)
         records = load_records(path)
         t0 = time.perf_counter()
         full = evaluate(records, (), args.workers)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ("run", "compare", "validate", "collective", "presets", "sweep", "plan", "goodput")
+COMMANDS = ("run", "compare", "validate", "collective", "presets", "sweep", "plan", "goodput", "variance")
 
 
 def hwsim(*args, cwd=REPO, columns=None, timeout=120):
