@@ -28,8 +28,10 @@ __all__ = ["sweep", "plan", "parse_count", "print_plans", "plan_report_json"]
 out_console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True)
 
+# accelerator preset prefix -> default node preset; GB200/GB300 GPUs only come in NVL72 racks (compute
+# trays of 4 GPUs in a 72-GPU NVLink domain), never in 8-GPU HGX nodes
 _NODE_FOR = (("a100", "dgx-a100"), ("h100", "dgx-h100"), ("h200", "hgx-h200"), ("b200", "dgx-b200"),
-             ("v100", "dgx-v100"))
+             ("gb200", "gb200-nvl72"), ("gb300", "gb300-nvl72"), ("v100", "dgx-v100"))
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}   # counts, not units
 
 
@@ -82,11 +84,13 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="sweep YAML (a base sc
     Then print the table and write results.parquet, results.csv and plots into --out."""
     from hwsim.studies.executors import make_executor
     from hwsim.studies.plots import plot_sweep
+    from hwsim.cli_common import check_out_dir
     from hwsim.studies.sweep import load_sweep, run_sweep, sweep_axes_text
 
     ex = make_executor(executor, workers, scheduler)
     sw = load_sweep(sweep_file)
     out_dir = out or Path(f"sweep-{re.sub(r'[^A-Za-z0-9_.-]+', '-', sw.name)}")
+    check_out_dir(out_dir)
     out_console.print(f"sweep {sw.name}: {len(sw.points)} points ({sw.sample.kind.value}; {sweep_axes_text(sw)})")
     with _progress() as progress:
         task = progress.add_task("simulating", total=len(sw.points))
@@ -136,6 +140,7 @@ def _build_scenario(from_: Path | None, model: str | None, accelerator: str | No
                     node: str | None, seq_len: int | None, global_batch: int | None, tokens: float | None,
                     price: float | None, set_: list[str], devices_required: bool = True):
     from hwsim.config.loader import apply_overrides, read_yaml, scenario_from_mapping, set_path
+    from hwsim.studies.planner import job_nvlink_domain
 
     if from_ is not None:
         data = read_yaml(from_)
@@ -147,8 +152,13 @@ def _build_scenario(from_: Path | None, model: str | None, accelerator: str | No
                                   ("--devices", devices if devices_required else 0),
                                   ("--global-batch", global_batch)) if v is None]
         if missing:
-            raise ConfigError(f"plan: {', '.join(missing)} required without --from (e.g. --model llama3-70b "
-                              f"--accelerator h100-sxm --devices 64 --global-batch 512), or give --from SCENARIO")
+            # no default global batch: it is a convergence choice of the training run, which the
+            # planner keeps fixed (GPT-3 175B: 3.2M tokens a step, Brown et al. 2020, Table 2.1)
+            why = (" (the sequences per optimizer step are the training run's choice, not the planner's: "
+                   "GPT-3 175B used 3.2M tokens a step, about 1536 sequences of 2048)"
+                   if "--global-batch" in missing else "")
+            raise ConfigError(f"plan: {', '.join(missing)} required without --from{why}; e.g. --model llama3-70b "
+                              f"--accelerator h100-sxm --devices 64 --global-batch 512, or give --from SCENARIO")
         node = node or next((n for prefix, n in _NODE_FOR if accelerator.startswith(prefix)), None)
         if node is None:
             raise ConfigError(f"--node: no default node for accelerator {accelerator!r}; name a node preset "
@@ -181,6 +191,9 @@ def _build_scenario(from_: Path | None, model: str | None, accelerator: str | No
             raise ConfigError(f"--devices: {devices} is not a whole number of nodes of {dpn} devices; use a "
                               f"multiple of {dpn}")
         cluster["nodes"] = devices // dpn
+        segment = job_nvlink_domain(devices, dpn, probe.cluster.nvlink_domain)
+        if segment is not None and "nvlink_domain" not in cluster:   # written by the user: kept
+            cluster["nvlink_domain"] = segment
         data["cluster"] = cluster
         if devices != probe.cluster.n_devices:
             data.setdefault("parallel", {}).pop("dp", None)   # let dp follow the new device count
@@ -194,7 +207,9 @@ def plan(model: Annotated[Optional[str], typer.Option(help="model preset (e.g. l
          days: Annotated[Optional[float], typer.Option(help="deadline: find the fewest devices that meet it")] = None,
          budget: Annotated[Optional[str], typer.Option(help="USD: drop plans that cost more (needs --tokens)")] = None,
          seq_len: Annotated[Optional[int], typer.Option(help="sequence length")] = None,
-         global_batch: Annotated[Optional[int], typer.Option(help="sequences per optimizer step")] = None,
+         global_batch: Annotated[Optional[int], typer.Option(
+             help="sequences per optimizer step; required without --from (no default: it is the training "
+                  "run's choice, kept fixed)")] = None,
          from_: Annotated[Optional[Path], typer.Option("--from", help="scenario: cluster, model, training and "
                                                        "the baseline plan")] = None,
          node: Annotated[Optional[str], typer.Option(help="node preset (default from the accelerator)")] = None,
@@ -211,7 +226,10 @@ def plan(model: Annotated[Optional[str], typer.Option(help="model preset (e.g. l
          json_out: Annotated[Optional[Path], typer.Option("--json", help="write the ranked plans as JSON")] = None,
          set_: Annotated[Optional[list[str]], typer.Option("--set", help="override a field: a.b.c=value")] = None,
          ) -> None:
-    """Search the parallel plans that fit in memory, simulate the promising ones, rank them."""
+    """Search the parallel plans that fit in memory, simulate the promising ones, rank them.
+
+    Give --from SCENARIO, or --model, --accelerator, --devices (or --days) and --global-batch:
+    e.g. hwsim plan --model llama3-70b --accelerator h100-sxm --devices 64 --global-batch 512 --tokens 15T."""
     from hwsim.studies.executors import make_executor
     from hwsim.studies.planner import Objective, RankBy, plan_search
 
@@ -318,7 +336,7 @@ def plan_report_json(report) -> dict[str, Any]:
     def run_json(run, rank: int | None) -> dict[str, Any]:
         c = run.candidate
         return {"rank": rank, "plan": c.label, "baseline": run.baseline,
-                "parallel": {"tp": c.tp, "pp": c.pp, "dp": c.dp, "cp": c.cp, "ep": c.ep,
+                "parallel": {"tp": c.tp, "pp": c.pp, "dp": c.dp, "cp": c.cp, "ep": c.ep, "etp": c.etp,
                              "virtual_stages": c.virtual_stages, "schedule": c.schedule.value,
                              "zero_stage": c.zero_stage, "recompute": c.recompute.value,
                              "sequence_parallel": c.sequence_parallel},

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 EXPECTED = ("01_first_simulation", "02_pipeline_schedules", "03_memory_zero_recompute",
-            "04_scaling_to_1024_gpus", "05_capacity_planning", "06_software_stacks", "07_reliability_goodput")
+            "04_scaling_to_1024_gpus", "05_capacity_planning", "06_software_stacks", "07_reliability_goodput",
+            "08_moe_on_nvl72")
 CELL_TIMEOUT_S = 300
 
 
