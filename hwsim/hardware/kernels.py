@@ -58,7 +58,7 @@ from hwsim.hardware.power import tensor_throughput_frac
 __all__ = [
     "PROFILE_DIR", "DTYPE_BYTES", "KernelProfile", "KernelModel", "load_profile",
     "available_profiles", "profile_name_for", "interpolate_log", "tile_utilization",
-    "attention_fwd_flop", "FLASH_BWD_FLOP_RATIO",
+    "attention_fwd_flop", "FLASH_BWD_FLOP_RATIO", "GROUPED_GEMM_STREAMS",
 ]
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "presets" / "efficiency"
@@ -66,6 +66,13 @@ PROFILE_DIR = Path(__file__).resolve().parent.parent / "presets" / "efficiency"
 DTYPE_BYTES: dict[Dtype, int] = {Dtype.FP32: 4, Dtype.TF32: 4, Dtype.FP16: 2, Dtype.BF16: 2, Dtype.FP8: 1}
 
 FLASH_BWD_FLOP_RATIO = 2.5  # backward = 2.5 × forward FLOPs (flash-attention benchmark convention)
+
+# Transformer Engine's GroupedLinear (the expert GEMMs of Megatron-Core's TEGroupedMLP) calls one
+# cuBLASLt GEMM per expert on a pool of compute streams (NVIDIA/TransformerEngine issue #1386, yaox12,
+# NVIDIA, 2024-12-31: the multi-stream cuBLASLt calls beat cublasGemmGroupedBatchedEx and CUTLASS
+# grouped GEMM on Mixtral 8x7B/8x22B, Qwen2-57B-A14B and DeepSeek-V2 shapes, so TE keeps them); the
+# pool holds 4 streams (transformer_engine/common/util/multi_stream.cpp, get_num_compute_streams()).
+GROUPED_GEMM_STREAMS = 4
 
 _CACHE_LIMIT = 1 << 16  # shapes per model; a step has a few hundred distinct ones
 _MIN_SPLIT_K = 128      # no split-k slice shorter than two 64-deep k-blocks
@@ -393,6 +400,18 @@ class KernelModel:
             self._gemm_cache.clear()
         self._gemm_cache[key] = duration_s
         return duration_s
+
+    def grouped_gemm_time_s(self, m: int, n: int, k: int, dtype: Dtype, groups: int) -> float:
+        """Duration of `groups` GEMMs of one shape (m, n, k) as Transformer Engine's GroupedLinear runs
+        a MoE layer's local experts (Megatron-Core TEGroupedMLP): one cuBLASLt GEMM per expert, issued
+        round-robin on GROUPED_GEMM_STREAMS streams, so at most that many share the SMs at a time; each
+        round is timed as a batch of its GEMMs (they fill the waves together) and pays its launch.
+        A strided batched GEMM of `groups` (gemm_time_s with batch=groups) is the lower bound."""
+        if groups <= 0:
+            raise ValueError(f"groups must be positive, got {groups}")
+        full, rest = divmod(groups, GROUPED_GEMM_STREAMS)
+        t = full * self.gemm_time_s(m, n, k, dtype, batch=GROUPED_GEMM_STREAMS) if full else 0.0
+        return t + (self.gemm_time_s(m, n, k, dtype, batch=rest) if rest else 0.0)
 
     # memory-bound kernels --------------------------------------------------------------
 

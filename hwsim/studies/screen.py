@@ -279,6 +279,15 @@ class Estimator:
         return self._cached(("ends", self._shape(plan), self._layout(plan)),
                             lambda: tuple(self._serial(plan, w) for w in ends))
 
+    def _mtp_proj_s(self, plan: Plan) -> float:
+        """The forward of one MTP module's 2h -> h projection (its backward: twice), as the compiler times it."""
+        def time() -> float:
+            shard, h = self._shard(plan), self.model.hidden
+            proj = O.Op("mtp_proj", O.OpKind.GEMM, O.Phase.FWD, flop=2.0 * shard.tokens * h * 2 * h / plan.tp,
+                        gemm=(shard.tokens, h // plan.tp, 2 * h))
+            return sum(w.duration_s for w in time_ops([proj], self.kernels, plan, "fwd"))
+        return self._cached(("mtp proj", self._shape(plan)), time)
+
     def _chunk_kinds(self, pp: int, v: int) -> list[list[tuple[int, int]]]:
         """[stage][chunk] -> (dense layers, MoE layers) of that chunk."""
         return self._cached(("chunks", pp, v), lambda: [
@@ -329,6 +338,10 @@ class Estimator:
         transient = gathered + max(lt.recompute_extra_bytes for lt in layers.values())
         logits = self._cached(("logits", self._shape(plan)),
                               lambda: O.head_activation_bytes(self.model, self._shard(plan), self.loss))
+        if self.model.mtp_layers:
+            # the compiler's multi-token prediction on the last stage: per module one more layer's
+            # activations (a MoE layer for a MoE model) and the head's again, held per micro-batch
+            logits += self.model.mtp_layers * (act[is_moe_layer(self.model, self.model.layers)] + logits)
         loss_transient = self._cached(("loss transient", self._shape(plan)),
                                       lambda: O.head_transient_bytes(self.model, self._shard(plan), self.loss))
         worst = 0.0
@@ -364,6 +377,13 @@ class Estimator:
                 f, b, c = f + emb_f[0] + emb_f[1], b + emb_b[0] + emb_b[1], c + emb_f[0] + emb_b[0]
             if s == pp - 1:
                 f, b, c = f + head_f[0] + head_f[1], b + head_b[0] + head_b[1], c + head_f[0] + head_b[0]
+                if self.model.mtp_layers:   # the compiler's MTP modules: projection, one layer, the head again
+                    n, mf = self.model.mtp_layers, is_moe_layer(self.model, self.model.layers)
+                    proj = self._mtp_proj_s(plan)
+                    f += n * (proj + fwd[mf] + head_f[0] + head_f[1])
+                    b += n * (2 * proj + bwd[mf] + head_b[0] + head_b[1])
+                    w += n * wgt[mf]
+                    c += n * (3 * proj + kernels[mf] + head_f[0] + head_b[0])
             t_f.append(f)
             t_b.append(b)
             t_w.append(w)

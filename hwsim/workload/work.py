@@ -88,7 +88,10 @@ def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: st
             continue
         if op.kind == O.OpKind.GEMM:
             m, n, k = op.gemm
-            t = kernels.gemm_time_s(m, n, k, gemm_dtype, batch=op.gemm_batch)
+            # a batch of GEMMs is the local experts' (the only batched GEMM op): Transformer Engine's
+            # GroupedLinear runs them a few streams at a time (kernels.grouped_gemm_time_s)
+            t = (kernels.grouped_gemm_time_s(m, n, k, gemm_dtype, groups=op.gemm_batch) if op.gemm_batch > 1
+                 else kernels.gemm_time_s(m, n, k, gemm_dtype))
             if fp8 and fp8_casts == "torchao":
                 t += kernels.memory_time_s(TORCHAO_CAST_BYTES * (m * k + k * n) * op.gemm_batch)
                 if fp8_recipe == "rowwise" and op.phase != O.Phase.FWD:   # cuBLAS, then the scales by hand
