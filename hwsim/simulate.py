@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwsim.analysis.metrics import summarize
-from hwsim.config.schema import NetworkModelKind, ScenarioConfig
+from hwsim.config.schema import Dtype, NetworkModelKind, ScenarioConfig
+from hwsim.engine.task import Stream
+from hwsim.hardware.groups import slow_part_words, stage_groups
 from hwsim.engine.executor import simulate
 from hwsim.engine.trace import Trace
 from hwsim.hardware.kernels import KernelModel
@@ -62,9 +64,55 @@ def run_step(scenario: ScenarioConfig, fold: bool | None = None,
     kernels = KernelModel(scenario.cluster.accelerator, scenario.training.attention.value)
     network = (MaxMinFair if scenario.simulation.network_model == NetworkModelKind.MAXMIN else Ideal)(
         topology.capacity_bytes_per_s)
+    mixed = _mixed(scenario, kernels) if scenario.cluster.groups else None
     compiled = compile_step(scenario, topology, kernels, fold=fold, granularity=granularity, network=network,
-                            software=software)
-    trace = simulate(compiled.graph, network, memory_capacity_bytes=scenario.cluster.accelerator.hbm,
+                            software=software, stage_kernels=mixed[1] if mixed else None)
+    capacity, slowdown = scenario.cluster.accelerator.hbm, comm_slowdown(scenario)
+    if mixed:   # each device its own HBM and SM count (cluster.groups)
+        stages, _ = mixed
+        capacity = {d: stages.accelerator(s).hbm for d, s in compiled.stage_of.items()}
+        slowdown = {d: comm_slowdown(_with_accelerator(scenario, stages.accelerator(s)))
+                    for d, s in compiled.stage_of.items()}
+    trace = simulate(compiled.graph, network, memory_capacity_bytes=capacity,
                      n_links=len(topology.links), initial_memory=compiled.initial_memory,
-                     comm_slowdown=comm_slowdown(scenario))
-    return StepResult(compiled, trace, summarize(compiled, trace, kernels), given)
+                     comm_slowdown=slowdown)
+    summary = summarize(compiled, trace, kernels)
+    if mixed:
+        _mixed_summary(summary, compiled, trace, mixed[0], capacity)
+    if topology.background is not None:
+        summary["shared_fabric"] = {"placement": topology.background.placement,
+                                    "slots": list(topology.background.slots),
+                                    "leaves": list(topology.background.job_leaves),
+                                    "taken_frac": topology.background.taken_frac,
+                                    "words": topology.background.words()}
+    return StepResult(compiled, trace, summary, given)
+
+
+def _with_accelerator(scenario: ScenarioConfig, accelerator) -> ScenarioConfig:
+    return scenario.model_copy(update={"cluster": scenario.cluster.model_copy(update={"accelerator": accelerator})})
+
+
+def _mixed(scenario: ScenarioConfig, kernels: KernelModel):
+    """(stage -> group, each stage's KernelModel) for cluster.groups (hwsim.hardware.groups)."""
+    stages = stage_groups(scenario.cluster, resolve_plan(scenario), scenario.training.precision)
+    models = {0: kernels} if scenario.cluster.groups[0].accelerator == scenario.cluster.accelerator else {}
+    for g in stages.group_of_stage:
+        if g not in models:
+            models[g] = KernelModel(stages.accelerators[g], scenario.training.attention.value)
+    return stages, tuple(models[g] for g in stages.group_of_stage)
+
+
+def _mixed_summary(summary: dict[str, Any], compiled: CompiledStep, trace: Trace, stages, capacity) -> None:
+    """MFU against each device's own peak, memory against each device's own HBM, and the slow part."""
+    peak_dtype = Dtype.FP8 if compiled.plan.fp8 else compiled.plan.precision
+    peaks = [KernelModel(stages.accelerator(s)).peak_flop_per_s(peak_dtype) for s in range(compiled.plan.pp)]
+    mean_peak = sum(peaks) / len(peaks)   # every stage has the same number of devices
+    scale = summary["peak_flop_per_s"] / mean_peak
+    summary.update(mfu=summary["mfu"] * scale, hfu=summary["hfu"] * scale, peak_flop_per_s=mean_peak)
+    peak_mem = trace.peak_memory_bytes()
+    summary["fits_in_memory"] = all(peak_mem[d] <= capacity[d] for d in compiled.simulated)
+    summary["memory_capacity_bytes"] = min(capacity[d] for d in compiled.simulated)
+    compute = {}
+    for d, s in compiled.stage_of.items():
+        compute[s] = max(compute.get(s, 0.0), trace.busy_s(d, Stream.COMPUTE))
+    summary["mixed"] = slow_part_words(stages, compute)

@@ -125,8 +125,9 @@ def _describe(part: PathPart, result) -> str:
     if part.cause is Cause.COMM:
         return _comm_words(part, result, share)
     if part.cause is Cause.COMPUTE:
+        on = summary.get("mixed", {}).get("slow_accelerator", sc.cluster.accelerator.name)   # mixed: the slow part's
         return (f"compute-bound kernels take {took} of the critical path at {summary['mfu']:.0%} MFU on "
-                f"{sc.cluster.accelerator.name} ({plan.precision.value})")
+                f"{on} ({plan.precision.value})")
     if part.cause is Cause.MEMORY_BOUND:
         return (f"memory-bound kernels (norms, activations, softmax, elementwise) take {took} at "
                 f"{units.fmt_rate(sc.cluster.accelerator.hbm_bandwidth)} of HBM bandwidth")
@@ -206,6 +207,8 @@ def report_markdown(result, account: PathAccount | None = None,
     lines = [f"# {summary['name']}: where the time goes", "", "## Summary", "",
              "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in _summary_rows(summary)]
+    if _cluster_notes(summary):
+        lines += ["", *_cluster_notes(summary)]
     lines += ["", "## Bottleneck account (critical path)", "",
               f"The chain of tasks that set the step time, walked back from the last task to end "
               f"(each task waited for its last dependency or for the task before it on its stream). "
@@ -233,6 +236,11 @@ def report_markdown(result, account: PathAccount | None = None,
     if pictures:
         lines += ["", "## Pictures", ""] + [f"![{name}]({name})" for name in pictures]
     return "\n".join(lines) + "\n"
+
+
+def _cluster_notes(summary: dict[str, Any]) -> list[str]:
+    """A mixed cluster's slow part and a shared fabric's placement (hwsim.hardware.groups, .shared)."""
+    return [summary[key]["words"] for key in ("mixed", "shared_fabric") if summary.get(key)]
 
 
 def _software_lines(summary: dict[str, Any]) -> list[str]:
@@ -277,6 +285,7 @@ def report_text(result, account: PathAccount | None = None, allow_batch_change: 
              f"MFU {summary['mfu']:.1%}, peak memory {units.fmt_bytes(summary['peak_memory_bytes'])} of "
              f"{units.fmt_bytes(summary['memory_capacity_bytes'])}"
              f"{'' if summary['fits_in_memory'] else ' (DOES NOT FIT)'}",
+             *_cluster_notes(summary),
              "What limits the step (critical path, largest first):"]
     prepare_advice(result, _words_parts(account, step), allow_batch_change)
     for i, part in enumerate(_words_parts(account, step), 1):

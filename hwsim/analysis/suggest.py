@@ -72,7 +72,7 @@ def candidates(part: PathPart, result, allow_batch_change: bool = False) -> list
     out: list[Suggestion] = []
     add = lambda words, *ov: out.append(Suggestion(words, tuple(ov)))  # noqa: E731
     dp_set = result.scenario.parallel.dp is not None   # an explicit dp must follow pp/tp changes
-    faster = FASTER_ACCELERATOR.get(acc.name)
+    faster = None if cluster.groups else FASTER_ACCELERATOR.get(acc.name)   # mixed: the groups name the devices
     if part.cause is Cause.COMPUTE:
         if not plan.fp8 and acc.peak.fp8:
             add("fp8 matrix multiplies", "training.precision=fp8")
@@ -155,6 +155,8 @@ def _comm_candidates(add, part: PathPart, sc, plan, dp_set: bool) -> None:
                 add("half the tensor-parallel size, twice the data-parallel ranks", f"parallel.tp={t}")
     elif part.kind == "pp":
         pass
+    if on_network and cluster.shared is not None and cluster.shared.placement.value != "packed":
+        add("this job packed on the fewest leaves", "cluster.shared.placement=packed")
     add(*faster_link)
 
 

@@ -96,6 +96,12 @@ def scenario_json_schema() -> dict[str, Any]:
     schema["properties"]["cluster"] = _widen(schema["properties"]["cluster"], [_PRESET_MAPPING])
     accelerator = defs["ClusterConfig"]["properties"]
     accelerator["accelerator"] = _widen(accelerator["accelerator"], [_PRESET_NAME, _PRESET_MAPPING])
+    group = defs["DeviceGroupConfig"]["properties"]
+    group["accelerator"] = _widen(group["accelerator"], [_PRESET_NAME, _PRESET_MAPPING])
+    # the loader takes cluster.accelerator from the first of cluster.groups when it is left out
+    cluster_def = defs["ClusterConfig"]
+    cluster_def["required"] = [r for r in cluster_def.get("required", []) if r != "accelerator"]
+    cluster_def["anyOf"] = [{"required": ["accelerator"]}, {"required": ["groups"]}]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "hwsim scenario"
     return schema

@@ -134,6 +134,19 @@ def _resolve_presets(data: dict[str, Any]) -> dict[str, Any]:
             acc = cluster["accelerator"]
             if isinstance(acc, dict) and not acc.get("kernel_profile"):
                 acc.setdefault("kernel_profile", "")
+        groups = cluster.get("groups")
+        if isinstance(groups, list):   # mixed devices: each group's accelerator; the first's is the cluster's
+            for i, g in enumerate(groups):
+                if isinstance(g, dict) and "accelerator" in g:
+                    g["accelerator"] = _resolve(g["accelerator"], PresetKind.ACCELERATOR,
+                                                f"cluster.groups.{i}.accelerator")
+                    if isinstance(g["accelerator"], dict):
+                        g["accelerator"].setdefault("kernel_profile", "")
+            first = groups[0] if groups and isinstance(groups[0], dict) else {}
+            if "accelerator" not in cluster and "accelerator" in first:
+                cluster["accelerator"] = copy.deepcopy(first["accelerator"])
+            if "nodes" not in cluster and groups and all(isinstance(g, dict) and isinstance(g.get("nodes"), int) for g in groups):
+                cluster["nodes"] = sum(g["nodes"] for g in groups)
     if "model" in data:
         data["model"] = _resolve(data["model"], PresetKind.MODEL, "model")
     return data

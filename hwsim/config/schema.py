@@ -161,6 +161,51 @@ class InterNodeConfig(_Closed):
     torus_dims: tuple[PositiveInt, ...] | None = None
 
 
+class SharedPattern(StrEnum):
+    ALL_REDUCE = "all-reduce"   # ring all-reduce: each NIC sends to the same NIC of the next node
+    ALL_TO_ALL = "all-to-all"   # each NIC sends to the same NIC of every other node of its job
+    UNIFORM = "uniform"         # each NIC sends to every NIC of the other nodes of its job
+
+
+class Placement(StrEnum):
+    PACKED = "packed"           # this job's nodes fill leaves in order (the fewest leaves)
+    SCATTERED = "scattered"     # one node per leaf, round robin over the fabric's leaves
+    RANDOM = "random"           # nodes on random free slots of the fabric (`seed`)
+
+
+class NeighbourJobConfig(_Closed):
+    """Another job on the same fabric, described by its traffic (hwsim extension)."""
+
+    nodes: PositiveInt
+    pattern: SharedPattern = SharedPattern.ALL_REDUCE
+    load: float | None = Field(None, gt=0, le=1, description="average fraction of its NIC bandwidth it sends")
+    rate: PositiveBytesPerS | None = Field(None, description="or: average rate each of its NICs sends, e.g. 100 Gb/s")
+
+    @model_validator(mode="after")
+    def _one_load(self) -> "NeighbourJobConfig":
+        if (self.load is None) == (self.rate is None):
+            raise ValueError("give exactly one of load (a fraction of the NIC bandwidth, e.g. 0.5) or rate "
+                             "(per NIC, e.g. '100 Gb/s')")
+        return self
+
+
+class SharedFabricConfig(_Closed):
+    """hwsim extension: the fat-tree is shared with other jobs (hwsim.hardware.shared)."""
+
+    placement: Placement = Placement.PACKED
+    seed: int = Field(0, ge=0, description="placement: random's seed")
+    fabric_nodes: PositiveInt | None = Field(
+        None, description="node slots of the fabric; default: this job's nodes plus the neighbours'")
+    jobs: tuple[NeighbourJobConfig, ...] = Field((), description="the other jobs and their traffic")
+
+
+class DeviceGroupConfig(_Closed):
+    """hwsim extension: `nodes` consecutive nodes of one accelerator (cluster.groups)."""
+
+    accelerator: AcceleratorConfig
+    nodes: PositiveInt
+
+
 class ClusterConfig(_Closed):
     accelerator: AcceleratorConfig
     nodes: PositiveInt = 1
@@ -171,6 +216,11 @@ class ClusterConfig(_Closed):
     # devices_per_node; GB200/GB300 NVL72: 72 (18 trays of 4). None: the node is the domain.
     nvlink_domain: PositiveInt | None = Field(
         None, description="devices per scale-up switch domain (NVL72: 72); default devices_per_node")
+    # hwsim extensions: a fabric shared with other jobs; devices of several accelerators
+    shared: SharedFabricConfig | None = Field(None, description="other jobs on the fat-tree and this job's placement")
+    groups: tuple[DeviceGroupConfig, ...] | None = Field(
+        None, min_length=1, description="mixed devices: consecutive nodes per accelerator, in rank order; pipeline stages "
+                          "map onto them; accelerator defaults to the first group's")
 
     @property
     def n_devices(self) -> int:
@@ -188,6 +238,29 @@ class ClusterConfig(_Closed):
                              f"{self.n_devices:,} devices is above hwsim's limit of {MAX_DEVICES:,} (~2.5x the "
                              f"largest clusters built; the network is built device by device, so a larger one "
                              f"would not simulate in reasonable time); lower cluster.nodes")
+        return self
+
+    @model_validator(mode="after")
+    def _groups_and_shared(self) -> "ClusterConfig":
+        if self.groups is not None:
+            total = sum(g.nodes for g in self.groups)
+            if total != self.nodes:
+                raise ValueError(f"groups hold {total} nodes but cluster.nodes is {self.nodes}: make the groups' "
+                                 f"nodes add up to cluster.nodes (or leave nodes out)")
+            if self.accelerator != self.groups[0].accelerator:
+                raise ValueError("accelerator differs from the first group's: with groups, each group names its "
+                                 "accelerator (set groups[i].accelerator) and cluster.accelerator is the first's")
+            if self.nvlink_domain not in (None, self.devices_per_node):
+                raise ValueError("groups with nvlink_domain spanning nodes is not supported: drop one of them")
+        if self.shared is not None:
+            kind = self.inter_node.kind if self.inter_node is not None else None
+            if kind != InterKind.FAT_TREE:
+                raise ValueError(f"shared needs inter_node.kind: fat-tree (got {kind.value if kind else 'none'}): "
+                                 f"hwsim models other jobs' traffic on the leaf-spine links of a fat-tree only")
+            need = self.nodes + sum(j.nodes for j in self.shared.jobs)
+            if self.shared.fabric_nodes is not None and self.shared.fabric_nodes < need:
+                raise ValueError(f"shared.fabric_nodes {self.shared.fabric_nodes} is below this job's nodes plus "
+                                 f"the neighbours' ({need}): raise it or leave it out")
         return self
 
     @model_validator(mode="after")

@@ -181,7 +181,10 @@ class _Executor:
         self.env = env = Environment()
         # While a collective runs on a device its kernels hold SMs, so compute there runs at
         # (1 - comm_slowdown) of its speed; 0 turns the interference off.
-        self.comm_slowdown = comm_slowdown
+        # a mapping gives each device its own (mixed accelerators, cluster.groups): the largest
+        # decides whether interference is simulated at all
+        self.slowdown_of = comm_slowdown if isinstance(comm_slowdown, dict) else None
+        self.comm_slowdown = max(comm_slowdown.values(), default=0.0) if self.slowdown_of is not None else comm_slowdown
         self.comm_active: dict[int, int] = {}
         self.computing: dict[int, dict[Stream, _Compute]] = {}   # device -> its running kernels
         n_tasks = len(graph.tasks)
@@ -197,7 +200,8 @@ class _Executor:
                     else how[task.kind] for task in graph.tasks]
         initial = initial_memory or {}
         devices = sorted(set(graph.devices) | set(initial))
-        self.memory = {device: DeviceMemory(env, device, memory_capacity_bytes,
+        self.memory = {device: DeviceMemory(env, device, memory_capacity_bytes[device]
+                                            if isinstance(memory_capacity_bytes, dict) else memory_capacity_bytes,
                                             initial.get(device))
                        for device in devices}
 
@@ -277,7 +281,8 @@ class _Executor:
 
     def _replan(self, device: int, stream: Stream, job: _Compute) -> None:
         now = self.env.now
-        job.rate = 1.0 - self.comm_slowdown if self.comm_active.get(device, 0) else 1.0
+        slowdown = self.comm_slowdown if self.slowdown_of is None else self.slowdown_of.get(device, 0.0)
+        job.rate = 1.0 - slowdown if self.comm_active.get(device, 0) else 1.0
         job.since_s = now
         job.version += 1
         version = job.version
@@ -347,10 +352,10 @@ def simulate(graph: TaskGraph, network: NetworkModel, memory_capacity_bytes: flo
              initial_memory: dict[int, dict[MemKind, float]] | None = None,
              comm_slowdown: float = 0.0) -> Trace:
     """Run `graph` and return its Trace. `network` shares links between concurrent transfers;
-    every device has `memory_capacity_bytes` (exceeding it is an OOM finding in the trace) and
+    every device has `memory_capacity_bytes` (or its entry, a mapping by device; exceeding it is an OOM finding in the trace) and
     starts with `initial_memory[device]` (bytes per kind: weights, optimizer state, ...).
     `n_links` sizes the trace's per-link arrays (0: the highest link index used, plus one).
     `comm_slowdown`: the fraction of a device's compute speed lost while one of its collectives
-    runs (collective kernels hold SMs; 0 = no interference).
+    runs (collective kernels hold SMs; 0 = no interference), or a mapping by device.
     Raises SimulationError if some tasks could not run (a deadlock)."""
     return _Executor(graph, network, memory_capacity_bytes, initial_memory, comm_slowdown).run(n_links)

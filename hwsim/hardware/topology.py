@@ -18,7 +18,9 @@ Modelling choices, each a small function below:
   that it never caps the NIC (its loss is inside the network tier's measured efficiency).
 - `fat-tree`: NICs fill leaves of `LEAF_DOWNLINKS` ports in order; each leaf has one uplink to
   each of `LEAF_DOWNLINKS` spines at nic_bandwidth / oversubscription (two levels, the spines
-  idealized as large as needed).
+  idealized as large as needed). With `cluster.shared` (hwsim.hardware.shared) the job's nodes
+  sit on slots of a larger fabric chosen by its placement, and other jobs' traffic takes its
+  share of the leaf-spine links (their capacity here is what is left to this job).
 - `rail-optimized`: NIC j of every node on rail switch j; rails joined by spines. Traffic to
   another rail first crosses the node's own fabric to the device on the destination's rail
   (NCCL's PXN), so inter-node traffic stays on one rail.
@@ -56,6 +58,7 @@ import yaml
 from hwsim import units
 from hwsim.config.schema import ClusterConfig, InterKind, IntraKind
 from hwsim.errors import ConfigError
+from hwsim.hardware.shared import Background, fabric_slots, shared_background
 
 __all__ = [
     "Tier", "Link", "EfficiencyPoint", "TierTransport", "Transports", "Topology",
@@ -173,6 +176,7 @@ class Topology:
         self._routes: dict[tuple[int, int], tuple[int, ...]] = {}
         self._step_latency: dict[tuple[int, int], float] = {}
         self._overhead_by_link = [transports.step_overhead_s(link.tier) for link in links]
+        self.background: Background | None = None   # other jobs' load on shared links (cluster.shared)
 
     def __repr__(self) -> str:
         return (f"Topology({self.kind}, {self.n_devices} devices, {self.n_nodes} nodes, "
@@ -331,10 +335,12 @@ def _add_nic_attachments(ls: _LinkSet, cluster: ClusterConfig, n_nics: int) -> N
 def _build_fat_tree(ls: _LinkSet, cluster: ClusterConfig, n_nics: int, intra: PathFn) -> PathFn:
     inter, dpn = cluster.inter_node, cluster.devices_per_node
     nic_bw = inter.nic_bandwidth
-    n_leaves = -(-cluster.nodes * n_nics // LEAF_DOWNLINKS)
+    # the node's slot on the fabric: itself, unless the fabric is shared (hwsim.hardware.shared)
+    slot, n_slots = fabric_slots(cluster)
+    n_leaves = -(-n_slots * n_nics // LEAF_DOWNLINKS)
     for node in range(cluster.nodes):
         for j in range(n_nics):
-            g = node * n_nics + j
+            g = slot[node] * n_nics + j
             ls.add_pair(_nic(node, j), f"leaf{g // LEAF_DOWNLINKS}", nic_bw, inter.latency / 2,
                         Tier.NETWORK, nic_bw)
     if n_leaves > 1:
@@ -345,10 +351,10 @@ def _build_fat_tree(ls: _LinkSet, cluster: ClusterConfig, n_nics: int, intra: Pa
 
     def path(a: int, b: int) -> Path:
         na, nb = a // dpn, b // dpn
-        ga, gb = na * n_nics + (a % dpn) % n_nics, nb * n_nics + (b % dpn) % n_nics
+        ga, gb = slot[na] * n_nics + (a % dpn) % n_nics, slot[nb] * n_nics + (b % dpn) % n_nics
         la, lb = ga // LEAF_DOWNLINKS, gb // LEAF_DOWNLINKS
         middle = [f"leaf{la}"] if la == lb else [f"leaf{la}", f"spine{gb % LEAF_DOWNLINKS}", f"leaf{lb}"]
-        return [a, _nic(na, ga - na * n_nics), *middle, _nic(nb, gb - nb * n_nics), b]
+        return [a, _nic(na, ga - slot[na] * n_nics), *middle, _nic(nb, gb - slot[nb] * n_nics), b]
     return path
 
 
@@ -467,7 +473,14 @@ def build_topology(cluster: ClusterConfig, transports: Transports | None = None)
             return intra(a, b)
         return inter_path(a, b)
 
-    return Topology(intra_kind=intra_cfg.kind, inter_kind=inter_kind, links=ls.links,
-                    capacity_bytes_per_s=np.asarray(ls.capacity, dtype=float),
+    capacity = np.asarray(ls.capacity, dtype=float)
+    background = None
+    if cluster.shared is not None and n_nodes > 1:   # other jobs' traffic takes capacity off shared links
+        background, capacity = shared_background(
+            cluster, n_nics, ls.index, capacity, transports.efficiency(Tier.NETWORK, cluster.inter_node.nic_bandwidth))
+    topology = Topology(intra_kind=intra_cfg.kind, inter_kind=inter_kind, links=ls.links,
+                    capacity_bytes_per_s=capacity,
                     link_index=ls.index, n_devices=cluster.n_devices, devices_per_node=dpn,
                     nics_per_node=n_nics, path=path, transports=transports, domain_size=dom)
+    topology.background = background
+    return topology

@@ -89,6 +89,9 @@ def perturbed_graph(graph: TaskGraph, factors: np.ndarray) -> TaskGraph:
 
 
 def _compile_unfolded(scenario: ScenarioConfig):
+    if scenario.cluster.groups:
+        raise ConfigError("cluster.groups: step-time distributions (hwsim variance) are not modelled on mixed "
+                          "clusters yet; run `hwsim run` for the step, or give one accelerator")
     software = resolve_software(scenario)
     scenario = effective_scenario(scenario, software)
     topology = build_topology(scenario.cluster)

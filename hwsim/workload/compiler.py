@@ -68,10 +68,13 @@ class CompiledStep:
 
 def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelModel, fold: bool = True,
                  granularity: Granularity = Granularity.OP, network: NetworkModel | None = None,
-                 software: SoftwareStack | None = None) -> CompiledStep:
+                 software: SoftwareStack | None = None,
+                 stage_kernels: Sequence[KernelModel] | None = None) -> CompiledStep:
     """`network` prices collectives in isolation for the STEP granularity (max-min by default).
     `software`: the resolved stack (default: resolved from the scenario): host dispatch,
-    gradient reduction dtype, optimizer fusion, host syncs."""
+    gradient reduction dtype, optimizer fusion, host syncs. `stage_kernels`: each pipeline
+    stage's kernel model (mixed accelerators, cluster.groups; default `kernels` everywhere): a
+    stage's layers, its embedding or head and its optimizer are timed on its own device."""
     if network is None:
         network = MaxMinFair(topology.capacity_bytes_per_s)
     if software is None:
@@ -85,9 +88,19 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                   fp8=plan.fp8, etp=plan.etp, dispatcher=software.moe_dispatcher.value)
     split = split_backward(plan.schedule)
     recipe = software.fp8_recipe.value
-    layer_work = per_layer_work(model, shard, plan, kernels, split, granularity, host, software)
+    stage_kernels = tuple(stage_kernels) if stage_kernels else (kernels,) * plan.pp
+    works = {}
+    for k in stage_kernels:
+        if id(k) not in works:
+            works[id(k)] = per_layer_work(model, shard, plan, k, split, granularity, host, software)
+    stage_of_layer = {x: s for s, chunks in enumerate(chunk_layers(model.layers, plan.pp, plan.virtual_stages))
+                      for c in chunks for x in c}
 
-    emb_fwd, emb_bwd = (time_ops(x, kernels, plan, c, recipe, fp8_casts=software.fp8_casts)
+    def layer_work(layer: int):   # on its stage's device (MTP's layer after the last: the last stage)
+        return works[id(stage_kernels[stage_of_layer.get(layer, plan.pp - 1)])](layer)
+
+    kernels_first, kernels = stage_kernels[0], stage_kernels[-1]   # embedding on the first stage, head on the last
+    emb_fwd, emb_bwd = (time_ops(x, kernels_first, plan, c, recipe, fp8_casts=software.fp8_casts)
                         for x, c in zip(O.embedding_ops(model, shard), ("fwd", "bwd")))
     loss = software.loss.value
     head_fwd, head_bwd = (unfuse(time_ops(x, kernels, plan, c, recipe, software.fp8_output_layer, software.fp8_casts),
@@ -192,7 +205,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         for d in devices:
             em.cursor[d] = tuple(em.cursor.get(d, ())) + tuple(ids)
         if copy_out:
-            em.compute(devices, copy_out_work(lw.param_bytes_local, f"fsdp2 copy-out L{layer}"), layer, mb, "fsdp")
+            em.compute(devices, copy_out_work(lw.param_bytes_local, f"fsdp2 copy-out L{layer}", stage), layer, mb,
+                       "fsdp")
 
     # FSDP2 (fully_shard) gathers a unit's parameters into one flat buffer and then copies them out
     # into the per-parameter tensors on the compute stream (torch/distributed/fsdp/_fully_shard/
@@ -201,8 +215,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     # FSDP1's flat parameter is gathered in place (no copy-out).
     copy_out = zero3 and software.fsdp_version == 2
 
-    def copy_out_work(n_bytes: float, name: str) -> Work:
-        w = Work(name, "fsdp", duration_s=kernels.memory_time_s(2 * n_bytes), bytes_moved=2 * n_bytes)
+    def copy_out_work(n_bytes: float, name: str, stage: int) -> Work:
+        w = Work(name, "fsdp", duration_s=stage_kernels[stage].memory_time_s(2 * n_bytes), bytes_moved=2 * n_bytes)
         return host.apply([w], "fwd")[0] if host is not None else w
 
     comm_time_cache: dict[tuple, float] = {}
@@ -258,7 +272,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
             for d in devices:
                 em.cursor[d] = tuple(em.cursor.get(d, ())) + tuple(first_ids)
             if copy_out:
-                em.compute(devices, copy_out_work(sum(lw.param_bytes_local for lw in lws), f"fsdp2 copy-out {name0}"),
+                em.compute(devices, copy_out_work(sum(lw.param_bytes_local for lw in lws), f"fsdp2 copy-out {name0}", stage),
                            l0, mb, "fsdp")
         if phase == "F":
             em.memory(devices, TaskKind.ALLOC, sum(lw.act_bytes for lw in lws), MemKind.ACTIVATIONS,
@@ -496,7 +510,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         CheckOverflow.has_overflow_serial, _has_inf_or_nan)."""
         n_tensors = stage_param_tensors(model, pp, stage, v)
         per_tensor = n_local / n_tensors * 10.0   # bytes
-        check = Work("overflow check", "optimizer", duration_s=kernels.memory_time_s(per_tensor) + kernels.launch_overhead_s,
+        km = stage_kernels[stage]
+        check = Work("overflow check", "optimizer", duration_s=km.memory_time_s(per_tensor) + km.launch_overhead_s,
                      bytes_moved=per_tensor, n_kernels=2)
         if host is not None:
             check = host.apply([check], "optimizer")[0]
@@ -516,7 +531,7 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         opt_params = (n_dense / plan.grad_shards + n_expert / plan.expert_grad_shards if plan.zero_stage >= 1
                       else n_local)
         opt = time_ops(O.optimizer_ops(opt_params, plan.precision, optimizer=scenario.training.optimizer),
-                       kernels, plan, "optimizer")
+                       stage_kernels[s], plan, "optimizer")
         if host is not None:
             if not software.optimizer_fused:   # a per-tensor loop: OPTIMIZER_OPS_PER_TENSOR kernels per tensor
                 n_tensors = stage_param_tensors(model, pp, s, v)
