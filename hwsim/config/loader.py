@@ -21,7 +21,7 @@ from hwsim.config.presets import PresetKind, load_preset
 from hwsim.config.schema import ScenarioConfig
 from hwsim.errors import ConfigError
 
-__all__ = ["load_scenario", "scenario_from_mapping", "apply_overrides", "read_yaml", "format_validation_error"]
+__all__ = ["load_scenario", "shipped_scenario", "scenario_from_mapping", "apply_overrides", "read_yaml", "format_validation_error"]
 
 
 class _Loader(yaml.SafeLoader):
@@ -48,8 +48,12 @@ def read_yaml(path: str | Path) -> Any:
                 else "(ready-made ones are in scenarios/)")
         raise ConfigError(f"{path}: is a directory, not a file. Give the path of a scenario YAML file {hint}.")
     if not path.is_file():
-        raise ConfigError(f"{path}: no such file. Give the path of a scenario YAML file "
-                          f"(ready-made ones are in scenarios/).")
+        from hwsim.data import scenarios_dir
+
+        examples = sorted(p.stem for p in scenarios_dir().glob("*.yaml"))
+        first = "gpt3-175b-1024xa100" if "gpt3-175b-1024xa100" in examples else (examples or ["NAME"])[0]
+        raise ConfigError(f"{path}: no such file. Give the path of a scenario YAML file, or the name of an "
+                          f"example hwsim ships ({', '.join(examples)}), e.g. `hwsim run {first}`.")
     try:
         return _load(path.read_text())
     except yaml.YAMLError as exc:
@@ -166,7 +170,23 @@ def scenario_from_mapping(data: Any, overrides: list[str] | tuple[str, ...] = ()
 
 
 def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ScenarioConfig:
-    return scenario_from_mapping(read_yaml(path), overrides, origin=str(path))
+    """A scenario file; `gpt3-175b-1024xa100` or `scenarios/gpt3-175b-1024xa100.yaml` that is not
+    there (an installed hwsim, run outside a checkout) is the example scenario hwsim ships."""
+    return scenario_from_mapping(read_yaml(shipped_scenario(path)), overrides, origin=str(path))
+
+
+def shipped_scenario(path: str | Path) -> Path:
+    """`path` itself when it exists; else, when it names an example scenario (a bare name, or one
+    under scenarios/), that example in the package (hwsim.data.scenarios_dir()); else `path`,
+    whose read then says it is missing and which examples exist."""
+    path = Path(path)
+    if path.exists() or (path.parent != Path(".") and path.parent.name != "scenarios"):
+        return path
+    from hwsim.data import scenarios_dir
+
+    name = path.name if path.suffix in (".yaml", ".yml") else path.name + ".yaml"
+    shipped = scenarios_dir() / name
+    return shipped if shipped.is_file() else path
 
 
 def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:

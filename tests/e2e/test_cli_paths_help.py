@@ -114,3 +114,16 @@ def test_plan_without_global_batch_says_it_is_required():
     assert_clean_error(res, "--global-batch required without --from", "--global-batch 512")
     help_text = " ".join(hwsim("plan", "-h", columns=200).stdout.split())
     assert "required without --from" in help_text
+
+
+def test_a_shipped_scenario_runs_by_name_outside_a_checkout(tmp_path):
+    """After `pip install`, the README's scenarios are there by name (or as scenarios/NAME.yaml)."""
+    import json
+
+    for name in ("llama3-8b-16xh100-pp", "scenarios/llama3-8b-16xh100-pp.yaml"):
+        res = hwsim("run", name, "--json", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["name"] == "llama3-8b-on-16-h100-pp4"
+    assert_clean_error(hwsim("run", "no-such-scenario", cwd=tmp_path), "no such file",
+                       "gpt3-175b-1024xa100", "hwsim run gpt3-175b-1024xa100")
+    assert_clean_error(hwsim("run", "elsewhere/llama3-8b-16xh100-pp.yaml", cwd=tmp_path), "no such file")
