@@ -41,7 +41,7 @@ def _load(text: str) -> Any:
 
 
 def read_yaml(path: str | Path) -> Any:
-    path = Path(path)
+    path = shipped_scenario(path)
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.y*ml"))
         hint = (f"in it ({', '.join(inside[:3])}{', ...' if len(inside) > 3 else ''})" if inside
@@ -172,20 +172,24 @@ def scenario_from_mapping(data: Any, overrides: list[str] | tuple[str, ...] = ()
 def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ScenarioConfig:
     """A scenario file; `gpt3-175b-1024xa100` or `scenarios/gpt3-175b-1024xa100.yaml` that is not
     there (an installed hwsim, run outside a checkout) is the example scenario hwsim ships."""
-    return scenario_from_mapping(read_yaml(shipped_scenario(path)), overrides, origin=str(path))
+    return scenario_from_mapping(read_yaml(path), overrides, origin=str(path))
 
 
 def shipped_scenario(path: str | Path) -> Path:
-    """`path` itself when it exists; else, when it names an example scenario (a bare name, or one
-    under scenarios/), that example in the package (hwsim.data.scenarios_dir()); else `path`,
-    whose read then says it is missing and which examples exist."""
+    """`path` itself when it exists; else, when it names an example hwsim ships (a bare name such
+    as `gpt3-175b-1024xa100`, or a relative path under scenarios/ such as
+    `scenarios/sweeps/llama3-70b-network.yaml`), that file in the package (hwsim.data.scenarios_dir(),
+    so the README's commands work after `pip install`, outside a checkout); else `path`."""
     path = Path(path)
-    if path.exists() or (path.parent != Path(".") and path.parent.name != "scenarios"):
+    parts = path.parts
+    if path.exists() or path.is_absolute() or not (len(parts) == 1 or parts[0] == "scenarios"):
         return path
     from hwsim.data import scenarios_dir
 
-    name = path.name if path.suffix in (".yaml", ".yml") else path.name + ".yaml"
-    shipped = scenarios_dir() / name
+    rest = Path(*parts[1:]) if parts[0] == "scenarios" and len(parts) > 1 else path
+    if rest.suffix not in (".yaml", ".yml"):
+        rest = rest.with_name(rest.name + ".yaml")
+    shipped = scenarios_dir() / rest
     return shipped if shipped.is_file() else path
 
 

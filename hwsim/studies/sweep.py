@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hwsim.config.loader import format_validation_error, read_yaml, set_path
+from hwsim.config.loader import format_validation_error, read_yaml, set_path, shipped_scenario
 from hwsim.config.schema import ScenarioConfig
 from hwsim.errors import ConfigError, HwsimError
 from hwsim.studies.executors import Executor, SerialExecutor
@@ -188,8 +188,9 @@ def sweep_from_mapping(data: Any, origin: str = "sweep", base_dir: Path | None =
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    path = Path(path)
-    return sweep_from_mapping(read_yaml(path), origin=str(path), base_dir=path.resolve().parent)
+    origin = str(path)
+    path = shipped_scenario(path)   # scenarios/sweeps/... after `pip install`: the packaged copy
+    return sweep_from_mapping(read_yaml(path), origin=origin, base_dir=path.resolve().parent)
 
 
 def run_point(task: PointTask) -> PointRecord:

@@ -127,3 +127,16 @@ def test_a_shipped_scenario_runs_by_name_outside_a_checkout(tmp_path):
     assert_clean_error(hwsim("run", "no-such-scenario", cwd=tmp_path), "no such file",
                        "gpt3-175b-1024xa100", "hwsim run gpt3-175b-1024xa100")
     assert_clean_error(hwsim("run", "elsewhere/llama3-8b-16xh100-pp.yaml", cwd=tmp_path), "no such file")
+    # the other commands that read a README scenario path: plan --from, and a sweep file whose base is
+    # a path relative to it
+    res = hwsim("plan", "--from", "scenarios/llama3-8b-16xh100-pp.yaml", "--max-simulations", "2", "--top", "1",
+                cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    from hwsim.studies.sweep import load_sweep
+    import os as _os
+    here = _os.getcwd()
+    try:
+        _os.chdir(tmp_path)
+        assert len(load_sweep("scenarios/sweeps/llama3-70b-network.yaml").points) == 12
+    finally:
+        _os.chdir(here)
