@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_cli_errors import assert_clean_error
+
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = ("run", "compare", "validate", "collective", "presets", "sweep", "plan", "goodput", "variance")
 
@@ -21,12 +23,6 @@ def hwsim(*args, cwd=REPO, columns=None, timeout=120):
                           cwd=cwd, timeout=timeout, env=env)
 
 
-def assert_clean_error(res, *needles):
-    assert res.returncode == 2, res.stderr + res.stdout
-    assert "Traceback" not in res.stderr + res.stdout
-    text = " ".join(res.stderr.split())
-    for n in needles:
-        assert n in text, (n, res.stderr)
 
 
 def test_version():

@@ -9,9 +9,8 @@ import pytest
 
 from hwsim.config.loader import scenario_from_mapping
 from hwsim.config.reliability import VarianceConfig
-from hwsim.engine.task import TaskKind
 from hwsim.errors import ConfigError
-from hwsim.reliability.variance import (Straggler, step_distribution, stragglers_from_config,
+from hwsim.reliability.variance import (step_distribution, stragglers_from_config,
                                         variance_from_scenario)
 from hwsim.simulate import run_step
 from tests.conftest import SMALL
@@ -105,20 +104,6 @@ def test_no_block_is_the_noiseless_unfolded_step_and_run_stays_folded():
     folded = run_step(with_block).summary["step_time_s"]
     assert folded == run_step(plain).summary["step_time_s"]
     assert folded == pytest.approx(dist.noiseless_step_s, rel=1e-9)
-
-
-@pytest.mark.parametrize("slowdown", [1.5, 2.0])
-def test_a_straggler_on_a_two_device_dp_step_stretches_it_by_its_compute_share(slowdown):
-    sc = _two_device_dp()
-    healthy = run_step(sc, fold=False)
-    step = healthy.summary["step_time_s"]
-    compute_s = sum(t.duration_s for t in healthy.compiled.graph.tasks
-                    if t.kind == TaskKind.COMPUTE and t.devices == (1,))
-    assert 0.3 < compute_s / step < 1.0
-    dist = step_distribution(sc, n_steps=1, stragglers=(Straggler(1, slowdown),))
-    # the all-reduce waits for rank 1: its compute takes s times as long, the rest of the step is unchanged
-    assert dist.step_times_s[0] == pytest.approx(step + (slowdown - 1) * compute_s, rel=0.01)
-    assert dist.slowest_device == 1
 
 
 def test_device_spread_lengthens_a_lock_step_step_on_average():
