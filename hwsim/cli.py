@@ -169,13 +169,17 @@ def run(scenario: Annotated[Path, typer.Argument(help="scenario YAML file")],
     else:
         _print_summary(result.summary)
         _print_software(result.summary)
-        out_console.print(report_text(result, account, allow_batch_change), highlight=False, soft_wrap=True)
-    if out is not None:
+    files = None
+    if out is not None:   # first: the renderers draw the pictures while report.md's advice simulates its what-ifs
         from hwsim.analysis.outputs import write_outputs
 
         write_json(out / "summary.json", result.summary)
-        with err_console.status("writing timeline, memory, reports, trace and intervals"):
+        with err_console.status("simulating the advice's what-ifs; writing timeline, memory, reports, trace "
+                                "and intervals"):
             files = write_outputs(result, out, account, renderers, allow_batch_change)
+    if not as_json:   # the what-ifs are simulated once per result: report.md's serve the terminal's
+        out_console.print(report_text(result, account, allow_batch_change), highlight=False, soft_wrap=True)
+    if files is not None:
         out_console.print(f"wrote {out}/: summary.json, {', '.join(sorted(files))}")
     if not result.summary["fits_in_memory"] and not allow_oom:
         raise PlanError(out_of_memory_advice(result.summary))
