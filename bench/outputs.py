@@ -57,13 +57,15 @@ def main() -> None:
     from hwsim.analysis.report import bottleneck_account, report_text
 
     account_s, account = _timed(bottleneck_account, result)
-    report_text(result, account)           # the CLI prints this first: the advice's what-ifs are cached
+    advice_s, _ = _timed(report_text, result, account)   # the advice's what-ifs, cached for report.md
     with tempfile.TemporaryDirectory() as tmp:
         together = Path(tmp) / "together"
         total_s, _ = _timed(write_outputs, result, together, account, renderers)
         alone = _each_output(result, account, Path(tmp) / "alone")
         print(f"{result.summary['name']}: simulation {sim_s:.3f} s (bottleneck account {account_s:.3f} s, "
               f"shared by the outputs)")
+        print(f"advice: {len(result.what_ifs)} what-ifs simulated in {advice_s:.3f} s "
+              f"({advice_s / sim_s:.2f} x simulation; printed by run with or without --out)")
         print(f"{'output (each alone, in this process)':<44}{'seconds':>9}{'x simulation':>14}")
         for name, seconds in alone:
             print(f"  {name:<42}{seconds:>9.3f}{seconds / sim_s:>14.2f}")

@@ -50,8 +50,11 @@ def estimate_op_tasks(scenario: ScenarioConfig, fold: bool) -> int:
 
 
 def run_step(scenario: ScenarioConfig, fold: bool | None = None,
-             granularity: Granularity | str | None = None, topology: Topology | None = None) -> StepResult:
-    """`topology`: the cluster's, when the caller changed it (a degraded link, hwsim.reliability.links)."""
+             granularity: Granularity | str | None = None, topology: Topology | None = None,
+             stop_at_oom: bool = False) -> StepResult:
+    """`topology`: the cluster's, when the caller changed it (a degraded link, hwsim.reliability.links).
+    `stop_at_oom`: end at the first memory overflow with hwsim.engine.memory.OutOfMemoryStop
+    (a what-if that only needs to know that the plan does not fit)."""
     fold = (scenario.simulation.fold if scenario.simulation.fold is not None else True) if fold is None else fold
     if granularity is None:
         granularity = (Granularity.STEP if estimate_op_tasks(scenario, fold) > OP_LEVEL_TASK_LIMIT
@@ -75,7 +78,7 @@ def run_step(scenario: ScenarioConfig, fold: bool | None = None,
                     for d, s in compiled.stage_of.items()}
     trace = simulate(compiled.graph, network, memory_capacity_bytes=capacity,
                      n_links=len(topology.links), initial_memory=compiled.initial_memory,
-                     comm_slowdown=slowdown)
+                     comm_slowdown=slowdown, stop_at_oom=stop_at_oom)
     summary = summarize(compiled, trace, kernels)
     if mixed:
         _mixed_summary(summary, compiled, trace, mixed[0], capacity)

@@ -58,6 +58,7 @@ class Outcome:
     rejected: str = ""               # why the what-if could not run (the plan error), else ""
     capacity_bytes: float | None = None   # the what-if's device memory (the device may change)
     global_batch: int | None = None       # the what-if's samples per step (changes only if allowed)
+    peak_at_least: bool = False           # stopped at its first overflow: peak_memory_bytes is a lower bound
 
     def time_per_sample_s(self) -> float | None:
         """Step time per sample: what a batch change is judged by (a larger batch takes a
@@ -189,6 +190,7 @@ def simulate_suggestions(result, suggestions: list[Suggestion]) -> list[Outcome]
 def _what_if(job: tuple[dict[str, Any], tuple[str, ...], bool, str]) -> Outcome:
     """One what-if: the scenario with the overrides, as `hwsim run --set` would load it."""
     from hwsim.config.loader import scenario_from_mapping
+    from hwsim.engine.memory import OutOfMemoryStop
     from hwsim.errors import HwsimError
     from hwsim.simulate import run_step   # late import: simulate imports the analysis package
 
@@ -196,9 +198,14 @@ def _what_if(job: tuple[dict[str, Any], tuple[str, ...], bool, str]) -> Outcome:
     placeholder = Suggestion("", overrides)
     try:
         sc = scenario_from_mapping(base, overrides, origin="what-if")
-        r = run_step(sc, fold=fold, granularity=granularity)
+        # a change that does not fit is never printed: stop at its first overflow (the level then
+        # is a lower bound of its peak)
+        r = run_step(sc, fold=fold, granularity=granularity, stop_at_oom=True)
     except HwsimError as exc:
         return Outcome(placeholder, rejected=str(exc))
+    except OutOfMemoryStop as stop:
+        return Outcome(placeholder, None, stop.finding.level_bytes, False, capacity_bytes=stop.finding.capacity_bytes,
+                       global_batch=sc.training.global_batch, peak_at_least=True)
     s = r.summary
     return Outcome(placeholder, s["step_time_s"], s["peak_memory_bytes"], bool(s["fits_in_memory"]),
                    capacity_bytes=s["memory_capacity_bytes"], global_batch=sc.training.global_batch)
@@ -243,7 +250,8 @@ def rejected_words(result, others: list[Outcome]) -> str:
         if o.rejected:
             words.append(f"{flags} is not a valid plan here")
         elif not o.fits:
-            words.append(f"{flags} does not fit ({units.fmt_bytes(o.peak_memory_bytes, precision=3)})")
+            at_least = "≥ " if o.peak_at_least else ""
+            words.append(f"{flags} does not fit ({at_least}{units.fmt_bytes(o.peak_memory_bytes, precision=3)})")
         elif o.time_per_sample_s() is not None and _gain(result, o) >= -MIN_GAIN_FRAC:
             words.append(f"{flags} is not faster ({units.fmt_time(o.step_time_s)})")
     return "; ".join(words)

@@ -176,7 +176,7 @@ class _Executor:
 
     def __init__(self, graph: TaskGraph, network: NetworkModel, memory_capacity_bytes: float,
                  initial_memory: dict[int, dict[MemKind, float]] | None,
-                 comm_slowdown: float = 0.0) -> None:
+                 comm_slowdown: float = 0.0, stop_at_oom: bool = False) -> None:
         self.graph = graph
         self.env = env = Environment()
         # While a collective runs on a device its kernels hold SMs, so compute there runs at
@@ -202,7 +202,7 @@ class _Executor:
         devices = sorted(set(graph.devices) | set(initial))
         self.memory = {device: DeviceMemory(env, device, memory_capacity_bytes[device]
                                             if isinstance(memory_capacity_bytes, dict) else memory_capacity_bytes,
-                                            initial.get(device))
+                                            initial.get(device), stop_at_oom)
                        for device in devices}
 
     def run(self, n_links: int) -> Trace:
@@ -350,12 +350,15 @@ class _Executor:
 def simulate(graph: TaskGraph, network: NetworkModel, memory_capacity_bytes: float,
              n_links: int = 0,
              initial_memory: dict[int, dict[MemKind, float]] | None = None,
-             comm_slowdown: float = 0.0) -> Trace:
+             comm_slowdown: float = 0.0, stop_at_oom: bool = False) -> Trace:
     """Run `graph` and return its Trace. `network` shares links between concurrent transfers;
     every device has `memory_capacity_bytes` (or its entry, a mapping by device; exceeding it is an OOM finding in the trace) and
     starts with `initial_memory[device]` (bytes per kind: weights, optimizer state, ...).
     `n_links` sizes the trace's per-link arrays (0: the highest link index used, plus one).
     `comm_slowdown`: the fraction of a device's compute speed lost while one of its collectives
     runs (collective kernels hold SMs; 0 = no interference), or a mapping by device.
+    `stop_at_oom`: end the run at the first moment a device holds more than its capacity,
+    raising hwsim.engine.memory.OutOfMemoryStop (what-ifs that only need to know it does not fit).
     Raises SimulationError if some tasks could not run (a deadlock)."""
-    return _Executor(graph, network, memory_capacity_bytes, initial_memory, comm_slowdown).run(n_links)
+    return _Executor(graph, network, memory_capacity_bytes, initial_memory, comm_slowdown,
+                     stop_at_oom).run(n_links)

@@ -64,14 +64,29 @@ class MemoryTimeline:
         return self.levels_bytes[:, _KIND_INDEX[kind]]
 
 
+class OutOfMemoryStop(Exception):
+    """Raised out of the simulation at the first overflow when the caller asked to stop there
+    (a what-if only needs to know that the plan does not fit, not its step time)."""
+
+    def __init__(self, finding: OomFinding) -> None:
+        super().__init__(finding)   # args = (finding,): SimPy re-raises it as type(exc)(*exc.args)
+        self.finding = finding
+
+    def __str__(self) -> str:
+        f = self.finding
+        return f"device {f.device} holds {f.level_bytes:.6g} B of {f.capacity_bytes:.6g} at t={f.time_s:.6g} s"
+
+
 class DeviceMemory:
-    """The memory of one simulated device; ALLOC and FREE tasks call `alloc` / `free`."""
+    """The memory of one simulated device; ALLOC and FREE tasks call `alloc` / `free`.
+    `stop_at_oom`: raise OutOfMemoryStop at the first moment it holds more than its capacity."""
 
     __slots__ = ("env", "device", "capacity_bytes", "container", "_levels", "_times",
-                 "_history", "peak_bytes", "peak_time_s", "oom")
+                 "_history", "peak_bytes", "peak_time_s", "oom", "stop_at_oom")
 
     def __init__(self, env: simpy.Environment, device: int, capacity_bytes: float,
-                 initial_bytes: dict[MemKind, float] | None = None) -> None:
+                 initial_bytes: dict[MemKind, float] | None = None, stop_at_oom: bool = False) -> None:
+        self.stop_at_oom = stop_at_oom
         self.env = env
         self.device = device
         self.capacity_bytes = float(capacity_bytes)
@@ -131,6 +146,8 @@ class DeviceMemory:
             self.peak_time_s = now
         if self.oom is None and total > self.capacity_bytes:
             self.oom = OomFinding(self.device, now, total, self.capacity_bytes, task_name)
+            if self.stop_at_oom:
+                raise OutOfMemoryStop(self.oom)
 
     def timeline(self) -> MemoryTimeline:
         """The recorded step function (copies; the DeviceMemory may go on)."""

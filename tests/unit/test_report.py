@@ -155,3 +155,23 @@ def test_no_suggestion_on_a_device_that_lacks_it():
                                           ["cluster.accelerator=h100-sxm"]))
     compute = next(p for p in bottleneck_account(h100).parts if p.cause is Cause.COMPUTE)
     assert any("training.precision=fp8" in s.overrides for s in candidates(compute, h100))
+
+
+def test_a_what_if_that_does_not_fit_stops_at_its_first_overflow(bubble_bound):
+    """stop_at_oom ends the run at the first overflow (the what-ifs need no step time for a change
+    they will not print); a plan that fits runs exactly as without it."""
+    from hwsim.analysis.suggest import Suggestion, rejected_words, simulate_suggestions
+    from hwsim.engine.memory import OutOfMemoryStop
+
+    sc = bubble_bound.scenario
+    again = run_step(sc, fold=bubble_bound.compiled.folded, granularity=bubble_bound.compiled.granularity.value,
+                     stop_at_oom=True)
+    assert again.summary["step_time_s"] == bubble_bound.summary["step_time_s"]
+    tiny = sc.model_copy(update={"cluster": sc.cluster.model_copy(update={
+        "accelerator": sc.cluster.accelerator.model_copy(update={"hbm": 50e6})})})
+    with pytest.raises(OutOfMemoryStop) as stop:
+        run_step(tiny, stop_at_oom=True)
+    assert stop.value.finding.level_bytes > 50e6
+    [outcome] = simulate_suggestions(bubble_bound, [Suggestion("a tiny device", ("cluster.accelerator.hbm=50 MB",))])
+    assert not outcome.fits and outcome.peak_at_least and outcome.step_time_s is None
+    assert "does not fit (≥ " in rejected_words(bubble_bound, [outcome])
