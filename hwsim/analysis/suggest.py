@@ -4,7 +4,8 @@ A `Suggestion` is a set of field overrides, written exactly as `hwsim run --set`
 and a few words on what it does. `simulate_suggestions` runs each one as a what-if of the same
 step (same fold and granularity as the step it advises on), so the printed step time and peak
 memory equal those of `hwsim run SCENARIO --set ...`. `worthwhile` keeps only the changes the
-device and plan support (the what-if resolves), that fit in memory, and that are faster.
+device, plan and named framework version support (the what-if resolves, and the version's
+plan space offers it), that fit in memory, and that are faster.
 
 What stays fixed: the cluster's device count always, and the tokens per step (global batch
 × sequence length) unless the caller allows a batch change: the global batch is a
@@ -59,6 +60,7 @@ class Outcome:
     capacity_bytes: float | None = None   # the what-if's device memory (the device may change)
     global_batch: int | None = None       # the what-if's samples per step (changes only if allowed)
     peak_at_least: bool = False           # stopped at its first overflow: peak_memory_bytes is a lower bound
+    not_offered: bool = False             # valid, but the named framework version cannot run it
 
     def time_per_sample_s(self) -> float | None:
         """Step time per sample: what a batch change is judged by (a larger batch takes a
@@ -91,7 +93,9 @@ def candidates(part: PathPart, result, allow_batch_change: bool = False) -> list
         _comm_candidates(add, part, sc, plan, dp_set)
     elif part.cause is Cause.OVERHEAD or part.cause is Cause.HOST:
         sw = result.compiled.software
-        if result.scenario.software is not None and sw is not None and not sw.cuda_graphs:
+        offered = sw.plan_space if sw is not None else None
+        if (result.scenario.software is not None and sw is not None and not sw.cuda_graphs
+                and (offered is None or offered.cuda_graphs is not False)):
             add("CUDA graphs (one launch per captured layer)", "software.cuda_graphs=true")
         mb = 2 * plan.micro_batch
         if train.global_batch % (mb * plan.dp) == 0 and (train.global_batch // (mb * plan.dp)) >= plan.pp:
@@ -198,6 +202,9 @@ def _what_if(job: tuple[dict[str, Any], tuple[str, ...], bool, str]) -> Outcome:
     placeholder = Suggestion("", overrides)
     try:
         sc = scenario_from_mapping(base, overrides, origin="what-if")
+        missing = _not_offered(sc)
+        if missing:   # the framework version named cannot run it: not a change the user can make
+            return Outcome(placeholder, rejected=missing, not_offered=True)
         # a change that does not fit is never printed: stop at its first overflow (the level then
         # is a lower bound of its peak)
         r = run_step(sc, fold=fold, granularity=granularity, stop_at_oom=True)
@@ -219,6 +226,19 @@ def _gain(result, o: Outcome) -> float:
     """The what-if's time per sample relative to the step's (−0.2: 20% less time per sample;
     with the batch unchanged, the same as the step time's change)."""
     return o.time_per_sample_s() / _per_sample(result) - 1
+
+
+def _not_offered(sc) -> str:
+    """Why the framework version `sc` names cannot run it ('' when it can, or none is named)."""
+    from hwsim.software.profiles import effective_scenario, resolve_software
+    from hwsim.workload.plan import resolve_plan
+
+    sw = resolve_software(sc)
+    offered = sw.plan_space if sw is not None else None
+    if offered is None:
+        return ""
+    missing = offered.violations(resolve_plan(effective_scenario(sc, sw))) + offered.software_violations(sw)
+    return f"{sw.framework.value} does not offer {', '.join(missing)}" if missing else ""
 
 
 def worthwhile(result, outcomes: list[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
@@ -247,7 +267,9 @@ def rejected_words(result, others: list[Outcome]) -> str:
     words = []
     for o in others:
         flags = " ".join(o.suggestion.overrides)
-        if o.rejected:
+        if o.not_offered:
+            words.append(f"{flags}: {o.rejected}")
+        elif o.rejected:
             words.append(f"{flags} is not a valid plan here")
         elif not o.fits:
             at_least = "≥ " if o.peak_at_least else ""

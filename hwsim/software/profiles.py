@@ -123,6 +123,7 @@ class PlanSpace(_Closed):
     zero_stages: tuple[Literal[0, 1, 2, 3], ...] | None = None
     schedules: tuple[Schedule, ...] | None = None
     recompute: tuple[Recompute, ...] | None = None
+    cuda_graphs: bool | None = None     # whether the version can capture CUDA graphs at all
     source: str = Field(min_length=10)
 
     def violations(self, plan) -> list[str]:
@@ -140,6 +141,11 @@ class PlanSpace(_Closed):
         if self.recompute is not None and plan.recompute not in self.recompute:
             out.append(f"parallel.recompute={plan.recompute.value} (offers {[x.value for x in self.recompute]})")
         return out
+
+    def software_violations(self, software) -> list[str]:
+        """What of the resolved stack `software` this framework version cannot do."""
+        return (["software.cuda_graphs (no CUDA-graph capture)"]
+                if self.cuda_graphs is False and software.cuda_graphs else [])
 
 
 class Profile(_Closed):

@@ -175,3 +175,29 @@ def test_a_what_if_that_does_not_fit_stops_at_its_first_overflow(bubble_bound):
     [outcome] = simulate_suggestions(bubble_bound, [Suggestion("a tiny device", ("cluster.accelerator.hbm=50 MB",))])
     assert not outcome.fits and outcome.peak_at_least and outcome.step_time_s is None
     assert "does not fit (≥ " in rejected_words(bubble_bound, [outcome])
+
+
+def test_advice_offers_only_what_the_named_framework_version_can_run():
+    """Megatron-LM 2021 has no zero-bubble schedule, no sequence parallelism, no CUDA graphs and
+    no distributed optimizer (its profile's plan_space): the advice never suggests them, and says
+    why it did not."""
+    from hwsim.analysis.suggest import candidates, simulate_suggestions, worthwhile
+    from hwsim.config.loader import scenario_from_mapping
+
+    d = {"name": "mlm", "cluster": {"accelerator": "a100-sxm-80gb", "nodes": 1, "devices_per_node": 8,
+                                    "intra_node": {"kind": "switch", "bandwidth": "300 GB/s"}},
+         "model": {**TINY_MODEL, "layers": 8}, "parallel": {"tp": 2, "pp": 4, "dp": 1, "schedule": "1f1b"},
+         "training": {"global_batch": 8, "micro_batch": 1, "precision": "fp16"},
+         "software": {"framework": "megatron-lm", "version": "2021-04"}}
+    result = run_step(scenario_from_mapping(d))
+    parts = bottleneck_account(result).parts
+    suggested = [s for p in parts for s in candidates(p, result)]
+    outcomes = simulate_suggestions(result, suggested)
+    good, others = worthwhile(result, outcomes)
+    flags = {o for g in good for o in g.suggestion.overrides}
+    assert not flags & {"parallel.schedule=zero-bubble", "parallel.sequence_parallel=true",
+                        "software.cuda_graphs=true", "parallel.zero_stage=1"}
+    refused = [o for o in others if o.not_offered]
+    assert refused and all("megatron-lm does not offer" in o.rejected for o in refused)
+    assert any("parallel.schedule=zero-bubble" in o.suggestion.overrides for o in refused)
+    assert "does not offer" in report_text(result)
