@@ -190,6 +190,9 @@ class VarianceConfig(_Closed):
     device_cv: float = Field(0.0, ge=0.0, lt=10.0, allow_inf_nan=False,
                              description="coefficient of variation of each device's speed (mean-one lognormal, one "
                                          "draw per device and sample: a different set of GPUs each sample)")
+    link_cv: float = Field(0.0, ge=0.0, lt=10.0, allow_inf_nan=False,
+                           description="coefficient of variation of each collective's time on the links (mean-one "
+                                       "lognormal per collective and sample: its bytes and latency scaled)")
     stragglers: tuple[StragglerConfig, ...] = ()
     samples: int = Field(100, ge=1, le=100_000, description="simulated steps")
     seed: NonNegativeInt = Field(0, description="random seed (same seed, same samples)")

@@ -43,6 +43,7 @@ from hwsim.errors import ConfigError
 from hwsim.hardware.kernels import KernelModel
 from hwsim.hardware.topology import build_topology
 from hwsim.network.maxmin import Ideal, MaxMinFair
+from hwsim.network.transfer import Transfer
 from hwsim.simulate import comm_slowdown, estimate_op_tasks
 from hwsim.software.profiles import effective_scenario, resolve_software
 from hwsim.workload.compiler import CompiledStep, Granularity, compile_step
@@ -79,12 +80,22 @@ class StepDistribution:
         return self.percentile(99)
 
 
-def perturbed_graph(graph: TaskGraph, factors: np.ndarray) -> TaskGraph:
-    """A copy of `graph` whose compute task i lasts factors[i] times as long (dependencies and
-    stream orders shared, unchanged)."""
+def perturbed_graph(graph: TaskGraph, factors: np.ndarray, comm_factors: np.ndarray | None = None) -> TaskGraph:
+    """A copy of `graph` whose compute task i lasts factors[i] times as long and, with
+    `comm_factors`, whose collective i moves comm_factors[i] times its bytes and waits that many
+    times its latency (its time on idle links scaled; contention still shared as the network does).
+    Dependencies and stream orders are shared, unchanged."""
     out = copy.copy(graph)
-    out.tasks = [replace(t, duration_s=t.duration_s * float(factors[i])) if t.kind == TaskKind.COMPUTE else t
-                 for i, t in enumerate(graph.tasks)]
+    tasks = []
+    for i, t in enumerate(graph.tasks):
+        if t.kind == TaskKind.COMPUTE:
+            t = replace(t, duration_s=t.duration_s * float(factors[i]))
+        elif t.kind == TaskKind.COLLECTIVE and comm_factors is not None:
+            f = float(comm_factors[i])
+            t = replace(t, duration_s=t.duration_s * f, transfers=tuple(
+                Transfer(tuple((link, b * f) for link, b in x.link_bytes), x.latency_s * f) for x in t.transfers))
+        tasks.append(t)
+    out.tasks = tasks
     return out
 
 
@@ -109,13 +120,18 @@ def _run(scenario: ScenarioConfig, topology, network_kind, compiled: CompiledSte
 
 
 def step_distribution(scenario: ScenarioConfig, n_steps: int = 100, seed: int = 0, kernel_cv: float = 0.0,
-                      stragglers: tuple[Straggler, ...] = (), device_cv: float = 0.0) -> StepDistribution:
+                      stragglers: tuple[Straggler, ...] = (), device_cv: float = 0.0,
+                      link_cv: float = 0.0) -> StepDistribution:
     """`n_steps` simulated steps with seeded kernel-time noise (`kernel_cv`, per kernel),
-    per-device speed spread (`device_cv`, one draw per device and sample) and `stragglers`."""
+    per-device speed spread (`device_cv`, one draw per device and sample), collective-time noise
+    on the links (`link_cv`, per collective) and `stragglers`."""
     if n_steps < 1:
         raise ConfigError(f"n_steps: {n_steps} must be at least 1")
     if not (0.0 <= kernel_cv < 10.0):
         raise ConfigError(f"kernel_cv: {kernel_cv} must be in [0, 10): the coefficient of variation of a kernel's time")
+    if not (0.0 <= link_cv < 10.0):
+        raise ConfigError(f"link_cv: {link_cv} must be in [0, 10): the coefficient of variation of a collective's "
+                          f"time on the links")
     if not (0.0 <= device_cv < 10.0):
         raise ConfigError(f"device_cv: {device_cv} must be in [0, 10): the coefficient of variation of a device's "
                           f"speed")
@@ -144,6 +160,8 @@ def step_distribution(scenario: ScenarioConfig, n_steps: int = 100, seed: int = 
     noiseless = _run(eff, topology, network_kind, compiled, graph).makespan_s
     sigma = math.sqrt(math.log1p(kernel_cv ** 2))
     sigma_dev = math.sqrt(math.log1p(device_cv ** 2))
+    sigma_link = math.sqrt(math.log1p(link_cv ** 2))
+    collective = np.array([t.kind == TaskKind.COLLECTIVE for t in graph.tasks])
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))
     times, busiest = np.empty(n_steps), np.zeros(n_devices, dtype=np.int64)
     for k in range(n_steps):
@@ -151,7 +169,9 @@ def step_distribution(scenario: ScenarioConfig, n_steps: int = 100, seed: int = 
         speed = (np.exp(sigma_dev * rng.standard_normal(n_devices) - sigma_dev * sigma_dev / 2) if sigma_dev > 0
                  else np.ones(n_devices))
         factors = (slow * speed)[device_of] * noise
-        times[k] = _run(eff, topology, network_kind, compiled, perturbed_graph(graph, factors)).makespan_s
+        comm = (np.where(collective, np.exp(sigma_link * rng.standard_normal(len(graph.tasks))
+                                            - sigma_link * sigma_link / 2), 1.0) if sigma_link > 0 else None)
+        times[k] = _run(eff, topology, network_kind, compiled, perturbed_graph(graph, factors, comm)).makespan_s
         busy = np.bincount(device_of[compute], weights=(durations * factors)[compute], minlength=n_devices)
         busiest[int(np.argmax(busy))] += 1
     top = int(np.argmax(busiest))
@@ -185,4 +205,5 @@ def variance_from_scenario(scenario: ScenarioConfig, samples: int | None = None,
     block = scenario.reliability.variance if scenario.reliability is not None else VarianceConfig()
     return step_distribution(scenario, n_steps=block.samples if samples is None else samples,
                              seed=block.seed if seed is None else seed, kernel_cv=block.kernel_cv,
-                             stragglers=stragglers_from_config(block, scenario), device_cv=block.device_cv)
+                             stragglers=stragglers_from_config(block, scenario), device_cv=block.device_cv,
+                             link_cv=block.link_cv)

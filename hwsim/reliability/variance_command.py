@@ -40,6 +40,7 @@ def variance_summary(scenario, dist) -> dict:
         "seed": 0 if block is None else block.seed,
         "kernel_cv": 0.0 if block is None else block.kernel_cv,
         "device_cv": 0.0 if block is None else block.device_cv,
+        "link_cv": 0.0 if block is None else block.link_cv,
         "stragglers": [] if block is None else [s.model_dump(exclude_none=True) for s in block.stragglers],
         "noiseless_step_s": noiseless,
         "mean_s": float(dist.step_times_s.mean()),
@@ -59,7 +60,8 @@ def variance_table(s: dict) -> Table:
     table.add_column("value")
     strag = ", ".join((f"device {x['device']}" if "device" in x else f"node {x['node']}") + f" x{x['slowdown']:g}"
                       for x in s["stragglers"]) or "none"
-    table.add_row("variance", f"kernel_cv {s['kernel_cv']:g}, device_cv {s['device_cv']:g}; stragglers: {strag}")
+    table.add_row("variance", f"kernel_cv {s['kernel_cv']:g}, device_cv {s['device_cv']:g}, link_cv {s['link_cv']:g}; "
+                                f"stragglers: {strag}")
     table.add_row("noiseless step", units.fmt_time(s["noiseless_step_s"]))
     table.add_row("p50", units.fmt_time(s["p50_s"]))
     table.add_row("p90", units.fmt_time(s["p90_s"]))

@@ -127,3 +127,29 @@ def test_the_json_schema_describes_the_block():
     assert not list(validator.iter_errors(good))
     typo = {**SMALL, "reliability": {"variance": {"kernel_sigma": 0.05}}}
     assert list(validator.iter_errors(typo))
+
+
+def test_link_spread_scales_each_collective_and_is_seeded():
+    """link_cv: each collective's bytes and latency scaled by one mean-one draw; on a lock-step dp
+    step whose all-reduce follows the backward, the step grows exactly by the all-reduce's own change."""
+    from hwsim.engine.task import TaskKind
+    from hwsim.reliability.variance import perturbed_graph
+
+    sc = _two_device_dp()
+    a = step_distribution(sc, n_steps=8, seed=4, link_cv=0.3)
+    b = step_distribution(sc, n_steps=8, seed=4, link_cv=0.3)
+    assert np.array_equal(a.step_times_s, b.step_times_s)
+    assert len(set(a.step_times_s.tolist())) > 1          # the draws differ between samples
+    assert step_distribution(sc, n_steps=2, seed=4).step_times_s.tolist() == [a.noiseless_step_s] * 2
+    # one collective twice as long on idle links: twice its bytes and latency
+    run = run_step(sc, fold=False)
+    graph = run.compiled.graph
+    ones = np.ones(len(graph.tasks))
+    doubled = perturbed_graph(graph, ones, np.where([t.kind == TaskKind.COLLECTIVE for t in graph.tasks], 2.0, 1.0))
+    for old, new in zip(graph.tasks, doubled.tasks):
+        if old.kind == TaskKind.COLLECTIVE and old.transfers:
+            assert [b for x in new.transfers for _, b in x.link_bytes] == [2 * b for x in old.transfers
+                                                                           for _, b in x.link_bytes]
+            assert [x.latency_s for x in new.transfers] == [2 * x.latency_s for x in old.transfers]
+        elif old.kind == TaskKind.COMPUTE:
+            assert new.duration_s == old.duration_s
