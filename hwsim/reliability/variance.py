@@ -106,6 +106,9 @@ def _compile_unfolded(scenario: ScenarioConfig):
     software = resolve_software(scenario)
     scenario = effective_scenario(scenario, software)
     topology = build_topology(scenario.cluster)
+    if scenario.reliability is not None and scenario.reliability.degraded_links:   # a slow link: a straggler too
+        from hwsim.reliability.links import degrade_links
+        topology = degrade_links(topology, scenario.reliability.degraded_links)
     kernels = KernelModel(scenario.cluster.accelerator, scenario.training.attention.value)
     network_kind = MaxMinFair if scenario.simulation.network_model == NetworkModelKind.MAXMIN else Ideal
     compiled = compile_step(scenario, topology, kernels, fold=False, granularity=Granularity.OP,

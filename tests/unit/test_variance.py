@@ -153,3 +153,14 @@ def test_link_spread_scales_each_collective_and_is_seeded():
             assert [x.latency_s for x in new.transfers] == [2 * x.latency_s for x in old.transfers]
         elif old.kind == TaskKind.COMPUTE:
             assert new.duration_s == old.duration_s
+
+
+def test_a_degraded_link_is_a_straggler_of_the_sampled_step():
+    """reliability.degraded_links slows the unfolded step hwsim variance samples, as it does
+    hwsim goodput's step (one NVLink at a tenth of its bandwidth slows the dp all-reduce)."""
+    sc = _two_device_dp()
+    healthy = step_distribution(sc, n_steps=1).noiseless_step_s
+    d = sc.model_dump(mode="json", exclude_unset=True)
+    d["reliability"] = {"degraded_links": [{"kind": "nvlink", "device": 1, "bandwidth_frac": 0.1}]}
+    slow = step_distribution(scenario_from_mapping(d), n_steps=1).noiseless_step_s
+    assert slow > healthy * 1.01
