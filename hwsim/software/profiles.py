@@ -92,6 +92,7 @@ class LayerOps(_Closed):
     accumulate_grad_nodes: int = Field(0, ge=0)           # one per parameter tensor
     checkpoint_forward_extra_ops: int = Field(0, ge=0)
     checkpoint_backward_extra_ops: int = Field(0, ge=0)
+    forward_host_syncs: int = Field(0, ge=0)              # blocking host<->device syncs in a layer's forward (before its MLP)
     source: str = Field(min_length=3)
 
 

@@ -76,6 +76,8 @@ class Emitter:
         return [(g, (g,)) for g in groups]
 
     def compute(self, devices: Sequence[int], w: Work, layer: int, mb: int, category: str | None = None) -> None:
+        if w.host_sync_s > 0.0:   # a blocking sync in the framework's code before this op
+            self.host_sync(devices, w.host_sync_s, f"host sync before {w.name}")
         for d in devices:
             deps = self.cursor.get(d, ())
             if w.host_s > 0.0:

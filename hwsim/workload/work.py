@@ -38,6 +38,7 @@ class Work:
     overlapped: bool = False   # a collective that runs alongside the next compute work (no data dependence)
     host_s: float = 0.0        # host CPU time to dispatch it (hwsim.software.host); 0: the host keeps ahead
     n_kernels: int = 1         # kernels it stands for (a fused work: the sum)
+    host_sync_s: float = 0.0   # the host first waits for the GPU work issued so far, then spends this (blocking syncs)
 
 
 # FP8 recipes whose scale comes from the tensor being cast (dynamic scaling) run an amax
@@ -148,7 +149,8 @@ def fuse(works: Sequence[Work], name: str) -> list[Work]:
             out.append(Work(f"{name}[{run[0].name}..{run[-1].name}]" if len(run) > 1 else run[0].name,
                             run[0].category, duration_s=sum(w.duration_s for w in run),
                             flop=sum(w.flop for w in run), bytes_moved=sum(w.bytes_moved for w in run),
-                            host_s=sum(w.host_s for w in run), n_kernels=sum(w.n_kernels for w in run)))
+                            host_s=sum(w.host_s for w in run), n_kernels=sum(w.n_kernels for w in run),
+                            host_sync_s=sum(w.host_sync_s for w in run)))
             run.clear()
 
     isolate_next = False
@@ -319,6 +321,10 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
         rec = host.apply(rec, "recompute", per_layer=plan.recompute == Recompute.FULL) if rec else rec
         both = host.apply(bwd + bww, "bwd", per_layer=True)   # the layer's autograd nodes, split or not
         bwd, bww = both[:len(bwd)], both[len(bwd):]
+        syncs = getattr(host.counts, "forward_host_syncs", 0) if host.counts is not None else 0
+        if syncs:
+            fwd = with_mlp_sync(fwd, syncs * host.costs.host_sync_s)
+            rec = with_mlp_sync(rec, syncs * host.costs.host_sync_s) if plan.recompute == Recompute.FULL else rec
     if granularity in (Granularity.LAYER, Granularity.STEP):
         fwd, bwd, bww, rec = fuse(fwd, "fwd"), fuse(bwd, "bwd"), fuse(bww, "bwd-weight"), fuse(rec, "recompute")
     act = (O.op_sac_activation_bytes(model, shard, moe_layer)
@@ -334,6 +340,21 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
 
 
 
+
+
+def with_mlp_sync(works: list[Work], sync_s: float) -> list[Work]:
+    """The layer's forward with the host blocking on the GPU before its MLP (after the
+    post-attention norm), as Megatron-DeepSpeed's ParallelTransformerLayer.forward does with
+    torch.tensor(0.0, device=...) (a blocking H2D copy: cudaMemcpyAsync + cudaStreamSynchronize)."""
+    names = [w.name for w in works]
+    if "mlp_norm" not in names:
+        return works
+    i = next((j for j in range(names.index("mlp_norm") + 1, len(works)) if works[j].comm is None), None)
+    if i is None:
+        return works
+    out = list(works)
+    out[i] = replace(works[i], host_sync_s=works[i].host_sync_s + sync_s)
+    return out
 
 
 def per_layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, split: bool, granularity: Granularity,

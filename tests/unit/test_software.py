@@ -488,3 +488,26 @@ def test_separate_gradient_accumulation_adds_every_micro_batch():
     assert len(adds) == sc.model.layers * n_micro
     per_layer = layer_param_count(sc.model, False, 1, 1) * (2 + 2 * sep_sw.grad_reduce_bytes)
     assert all(t.bytes_moved == pytest.approx(per_layer) for t in adds)
+
+
+def test_megatron_deepspeed_layer_forward_blocks_on_the_gpu_before_its_mlp():
+    """Megatron-DeepSpeed's ParallelTransformerLayer.forward builds moe_loss and mlp_bias with
+    torch.tensor(0.0, device=...) before its MLP: two blocking H2D copies (cudaStreamSynchronize),
+    in the forward and again in the full-recompute forward. The MLP's first GEMM is launched only
+    after the attention half has finished on the GPU, plus 2 x host_sync_s."""
+    sc = scenario_from_mapping({**_dump(one_gpu(precision="fp16")), "software": {"framework": "megatron-deepspeed"},
+                                "parallel": {"tp": 1, "pp": 1, "dp": 1, "recompute": "full"}})
+    software = resolve_software(sc)
+    assert software.layer_ops.forward_host_syncs == 2
+    compiled, trace = simulate_with(sc, software)
+    tasks = compiled.graph.tasks
+    syncs = [i for i, t in enumerate(tasks) if t.name == "host sync before mlp_up"]
+    assert len(syncs) == 2 * sc.model.layers * 2          # 2 layers x 2 micro-batches x (fwd + recompute)
+    for s in syncs:
+        assert tasks[s].duration_s == pytest.approx(2 * load_host_costs().host_sync_s)
+        layer, mb = tasks[s - 1].layer, tasks[s - 1].micro_batch
+        attn = [i for i, t in enumerate(tasks[:s]) if t.kind is TaskKind.COMPUTE and t.layer == layer
+                and t.micro_batch == mb and t.name == "mlp_norm"]
+        assert attn and trace.start_s[s] >= trace.end_s[attn[-1]] - 1e-15
+    plain = eager(sc)   # a stack without the counts: no such sync
+    assert not any(t.name.startswith("host sync before") for t in simulate_with(sc, plain)[0].graph.tasks)
