@@ -86,12 +86,21 @@ def _print_software(s: dict) -> None:
         return
     if plan_violation_line(s):
         err_console.print(f"[yellow]{plan_violation_line(s)}[/yellow]", highlight=False, soft_wrap=True)
+    from hwsim.software.profiles import DEFAULT_SOURCE
+
     out_console.print("[bold]software settings used[/bold] (value: where it comes from)")
+    defaults = []
     for name, source in sources.items():
         value = sw.get(name, "counted in the framework's code" if name in ("layer_ops", "eager_elementwise")
                        else "read in the framework's code" if name == "plan_space" else "")
+        if source == DEFAULT_SOURCE:   # one line for all of them, below
+            defaults.append(f"{name} = {value}")
+            continue
         short = source if len(source) <= 110 else source[:107].rstrip() + "..."
         out_console.print(f"  {name} = {value}: {short}", highlight=False, soft_wrap=True)
+    if defaults:
+        out_console.print(f"  hwsim's default stack (neither the scenario nor a framework profile sets them): "
+                          f"{', '.join(defaults)}", highlight=False, soft_wrap=True)
 
 
 def _print_summary(s: dict) -> None:
