@@ -164,7 +164,7 @@ def advice(part: PathPart, result, allow_batch_change: bool = False) -> str:
         said = "; or ".join(outcome_words(result, o) for o in good)
         return f"{head}. What moves it: {said}" + (f" (also simulated, not suggested: {tried})." if tried else ".")
     if tried:
-        return f"{head}. No change hwsim tried moves it within memory ({tried})."
+        return f"{head}. No change hwsim tried moves it ({tried})."
     return f"{head}."
 
 

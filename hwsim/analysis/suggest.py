@@ -92,10 +92,8 @@ def candidates(part: PathPart, result, allow_batch_change: bool = False) -> list
     elif part.cause is Cause.COMM:
         _comm_candidates(add, part, sc, plan, dp_set)
     elif part.cause is Cause.OVERHEAD or part.cause is Cause.HOST:
-        sw = result.compiled.software
-        offered = sw.plan_space if sw is not None else None
-        if (result.scenario.software is not None and sw is not None and not sw.cuda_graphs
-                and (offered is None or offered.cuda_graphs is not False)):
+        sw = result.compiled.software   # a version that cannot capture graphs is refused in _what_if
+        if result.scenario.software is not None and sw is not None and not sw.cuda_graphs:
             add("CUDA graphs (one launch per captured layer)", "software.cuda_graphs=true")
         mb = 2 * plan.micro_batch
         if train.global_batch % (mb * plan.dp) == 0 and (train.global_batch // (mb * plan.dp)) >= plan.pp:
@@ -123,7 +121,7 @@ def _bubble_candidates(add, sc, plan, dp_set: bool, allow_batch_change: bool) ->
     if p >= 2:
         pp_over = (f"parallel.pp={p // 2}",) + ((f"parallel.dp={plan.dp * 2}",) if dp_set else ())
         vv = (("parallel.virtual_stages=1", "parallel.schedule=1f1b") if p // 2 == 1 else ())
-        add(f"half the pipeline stages, twice the data-parallel ranks", *pp_over, *vv)
+        add("half the pipeline stages, twice the data-parallel ranks", *pp_over, *vv)
     if allow_batch_change:
         add("four times the global batch (a different training run: more tokens per step)",
             f"training.global_batch={plan.global_batch * 4}")
@@ -134,7 +132,7 @@ def _comm_candidates(add, part: PathPart, sc, plan, dp_set: bool) -> None:
     on_network = part.tier in ("network", "nic", "ici")
     if on_network and cluster.inter_node is not None:
         nic = cluster.inter_node.nic_bandwidth * units.BITS_PER_BYTE
-        faster_link = (f"twice the NIC bandwidth", f"cluster.inter_node.nic_bandwidth={_gbit(2 * nic)}")
+        faster_link = ("twice the NIC bandwidth", f"cluster.inter_node.nic_bandwidth={_gbit(2 * nic)}")
     else:
         faster_link = ("twice the intra-node bandwidth",
                        f"cluster.intra_node.bandwidth={_gbyte(2 * cluster.intra_node.bandwidth)}")
@@ -153,13 +151,8 @@ def _comm_candidates(add, part: PathPart, sc, plan, dp_set: bool) -> None:
             over = (f"parallel.tp={t}", f"parallel.pp={plan.pp * 2}")
             if sc.model.layers % (plan.pp * 2 * plan.virtual_stages) == 0:
                 add("half the tensor-parallel size, twice the pipeline stages", *over)
-            if dp_set:
-                add("half the tensor-parallel size, twice the data-parallel ranks",
-                    f"parallel.tp={t}", f"parallel.dp={plan.dp * 2}")
-            else:
-                add("half the tensor-parallel size, twice the data-parallel ranks", f"parallel.tp={t}")
-    elif part.kind == "pp":
-        pass
+            add("half the tensor-parallel size, twice the data-parallel ranks", f"parallel.tp={t}",
+                *((f"parallel.dp={plan.dp * 2}",) if dp_set else ()))
     if on_network and cluster.shared is not None and cluster.shared.placement.value != "packed":
         add("this job packed on the fewest leaves", "cluster.shared.placement=packed")
     add(*faster_link)
@@ -234,10 +227,9 @@ def _not_offered(sc) -> str:
     from hwsim.workload.plan import resolve_plan
 
     sw = resolve_software(sc)
-    offered = sw.plan_space if sw is not None else None
-    if offered is None:
+    if sw is None or sw.plan_space is None:
         return ""
-    missing = offered.violations(resolve_plan(effective_scenario(sc, sw))) + offered.software_violations(sw)
+    missing = sw.plan_violations(resolve_plan(effective_scenario(sc, sw))) + sw.plan_space.software_violations(sw)
     return f"{sw.framework.value} does not offer {', '.join(missing)}" if missing else ""
 
 

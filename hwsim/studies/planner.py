@@ -42,7 +42,7 @@ from hwsim.studies.screen import Estimate, Estimator
 from hwsim.units import GiB, fmt_time
 from hwsim.software.profiles import resolve_software
 from hwsim.workload.memory import moe_static_memory_bytes
-from hwsim.workload.plan import Plan, resolve_plan
+from hwsim.workload.plan import Plan, framework_etp, resolve_plan
 
 __all__ = ["RankBy", "Objective", "SearchSpace", "Candidate", "Estimate", "PlannedRun", "PlanReport", "DeadlineReport",
            "enumerate_candidates", "Estimator", "plan_search", "fewest_devices", "simulate_candidate",
@@ -174,11 +174,6 @@ def enumerate_candidates(scenario: ScenarioConfig, space: SearchSpace = SearchSp
     return (cand for cand, _ in _enumerate(scenario, space, {} if counts is None else counts))
 
 
-def _framework_etp(scenario: ScenarioConfig) -> int | None:
-    from hwsim.workload.plan import _framework_etp as etp_of
-    return etp_of(scenario)
-
-
 _RECOMPUTE_RANK = {Recompute.NONE: 0, Recompute.SELECTIVE: 1, Recompute.FULL: 2}   # activation memory: less
 
 
@@ -243,7 +238,7 @@ def _etps(scenario: ScenarioConfig, space: SearchSpace, tp: int) -> list[int]:
     if space.etp is not None:
         wanted = set(space.etp)
     else:
-        wanted = {1, tp} | {e for e in (scenario.parallel.etp, _framework_etp(scenario)) if e is not None}
+        wanted = {1, tp} | {e for e in (scenario.parallel.etp, framework_etp(scenario)) if e is not None}
     return sorted(e for e in wanted if hidden % e == 0)
 
 

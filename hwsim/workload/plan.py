@@ -182,7 +182,8 @@ class Plan:
         return self.precision == Dtype.FP8
 
 
-def _framework_etp(scenario: ScenarioConfig) -> int | None:
+def framework_etp(scenario: ScenarioConfig) -> int | None:
+    """The named framework version's default expert tensor parallelism (None: none named, or no experts)."""
     if scenario.model.moe is None or scenario.software is None:
         return None
     from hwsim.software.profiles import resolve_software   # the software layer reads the plan's types
@@ -230,7 +231,7 @@ def resolve_plan(scenario: ScenarioConfig) -> Plan:
                         f"divides the sequence length")
     # expert tensor parallelism when not written: the framework profile's (Megatron-Bridge recipes: 1),
     # else Megatron-Core's default, expert_tensor_parallel_size = tp
-    etp = par.etp if par.etp is not None else (_framework_etp(scenario) or tp)
+    etp = par.etp if par.etp is not None else (framework_etp(scenario) or tp)
     if ep > 1 and model.moe is None:
         raise PlanError(f"parallel.ep: ep={ep} but the model has no experts (model.moe); set ep: 1")
     if par.etp is not None and par.etp > 1 and model.moe is None:
