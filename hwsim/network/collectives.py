@@ -27,6 +27,11 @@ then inter-domain, and a group inside one domain never touches a NIC.
 A phase's latency is its sequential steps, each path latency + the per-step overhead of the
 tiers crossed (topology.step_latency_s), summed along the ring or tree (the largest over groups).
 
+NCCL's all-to-all on device-to-NVSwitch links runs at the tier's measured all-to-all efficiency
+(transports.yaml `all_to_all_efficiency`; NCCL's alltoall is below its ring there): its bytes on
+those links are scaled by efficiency / all-to-all efficiency, so that the link, whose capacity is
+the ring's, carries it at the all-to-all's rate. The fused all-to-all (DeepEP-style kernels)
+keeps the ring's efficiency.
 AUTO: all-to-all and send-recv direct; broadcast ring; groups within one node ring (direct too
 on a mesh fabric, whichever is faster); groups spanning nodes the faster of multi-ring and
 hierarchical, each evaluated alone (time = latency + S * max_l(bytes_l / capacity_l)).
@@ -39,10 +44,16 @@ import math
 import weakref
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
+from importlib import resources
 from typing import Callable, Sequence
 
+import yaml
+
+from hwsim import units
 from hwsim.config.schema import IntraKind
-from hwsim.hardware.topology import Topology
+from hwsim.errors import ConfigError
+from hwsim.hardware.topology import Tier, Topology
 from hwsim.network.transfer import NetworkModel, Transfer
 
 __all__ = ["CollectiveOp", "Algorithm", "collective_transfers", "collective_time", "choose_algorithm",
@@ -54,6 +65,10 @@ class CollectiveOp(StrEnum):
     REDUCE_SCATTER = "reduce-scatter"
     ALL_GATHER = "all-gather"
     ALL_TO_ALL = "all-to-all"
+    # the same flows as all-to-all, sent by fused kernels that write into the peers' memory
+    # (DeepEP / HybridEP, Megatron-Core's flex dispatcher) instead of NCCL's grouped send/recv:
+    # they run at the link's ring efficiency (transports.yaml, all_to_all_efficiency check)
+    ALL_TO_ALL_FUSED = "all-to-all-fused"
     BROADCAST = "broadcast"
     SEND_RECV = "send-recv"
 
@@ -81,7 +96,8 @@ def bus_bandwidth_factor(op: CollectiveOp, n: int) -> float:
     """busbw = algbw * factor (nccl-tests doc/PERFORMANCE.md)."""
     if op == CollectiveOp.ALL_REDUCE:
         return 2 * (n - 1) / n
-    if op in (CollectiveOp.ALL_GATHER, CollectiveOp.REDUCE_SCATTER, CollectiveOp.ALL_TO_ALL):
+    if op in (CollectiveOp.ALL_GATHER, CollectiveOp.REDUCE_SCATTER, CollectiveOp.ALL_TO_ALL,
+              CollectiveOp.ALL_TO_ALL_FUSED):
         return (n - 1) / n
     return 1.0
 
@@ -255,6 +271,40 @@ _PLANNERS: dict[Algorithm, Callable[[_Plan, CollectiveOp, tuple[int, ...]], None
 }
 
 
+# ---- all-to-all through an NVSwitch: its own measured efficiency (transports.yaml)
+
+@cache
+def _all_to_all_points() -> dict[Tier, tuple[tuple[float, float], ...]]:
+    """(nominal bandwidth, efficiency) points of each tier's `all_to_all_efficiency`, if any."""
+    text = resources.files("hwsim").joinpath("presets", "network", "transports.yaml").read_text()
+    try:
+        tiers = yaml.safe_load(text)["tiers"]
+        out = {}
+        for tier in Tier:
+            points = tuple((units.parse_rate(p["nominal_bandwidth"]), float(p["value"]))
+                           for p in tiers[tier.value].get("all_to_all_efficiency") or ())
+            if not all(0 < v <= 1 for _, v in points):
+                raise ValueError(f"tier {tier}: all_to_all_efficiency values must be in (0, 1]")
+            if points:
+                out[tier] = points
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"presets/network/transports.yaml is malformed ({e!r}): a bug in hwsim's data") from e
+    return out
+
+
+def _all_to_all_scale(topology: Topology, link_id: int) -> float:
+    """Bytes on the wire per byte an all-to-all sends over this link, relative to a ring:
+    efficiency / all-to-all efficiency on a device-to-NVSwitch link (its nominal bandwidth is the
+    device's port, so both points are picked as the topology picked the link's capacity), else 1."""
+    link = topology.links[link_id]
+    points = _all_to_all_points().get(link.tier)
+    if not points or not any(isinstance(end, str) and end.endswith(".nvswitch") for end in (link.src, link.dst)):
+        return 1.0
+    port = max(link.bandwidth_bytes_per_s, 1.0)
+    a2a = min(points, key=lambda p: abs(math.log(port / p[0])))[1]
+    return topology.transports.efficiency(link.tier, port) / a2a
+
+
 # ---- caches, per topology (dropped with it)
 
 _TEMPLATES: "weakref.WeakKeyDictionary[Topology, dict]" = weakref.WeakKeyDictionary()
@@ -285,6 +335,10 @@ def _templates(topology: Topology, op: CollectiveOp, groups: Groups,
         for group in groups:
             if len(group) > 1:
                 _PLANNERS[algorithm](plan, op, group)
+        if op == CollectiveOp.ALL_TO_ALL:
+            for flows in plan.phases.values():
+                flows.link_bytes = {link: b * _all_to_all_scale(topology, link)
+                                    for link, b in flows.link_bytes.items()}
         capacity = topology.capacity_bytes_per_s
         found = tuple(
             _Phase(tuple(flows.link_bytes.items()), flows.latency_s,
@@ -296,7 +350,7 @@ def _templates(topology: Topology, op: CollectiveOp, groups: Groups,
 
 
 def _candidates(topology: Topology, op: CollectiveOp, groups: Groups) -> tuple[Algorithm, ...]:
-    if op in (CollectiveOp.ALL_TO_ALL, CollectiveOp.SEND_RECV):
+    if op in (CollectiveOp.ALL_TO_ALL, CollectiveOp.ALL_TO_ALL_FUSED, CollectiveOp.SEND_RECV):
         return (Algorithm.DIRECT,)
     if op == CollectiveOp.BROADCAST:
         return (Algorithm.RING,)

@@ -18,7 +18,8 @@ from hwsim.workload.work import Work
 COLLECTIVE_OPS = {
     "all-reduce": CollectiveOp.ALL_REDUCE, "all-gather": CollectiveOp.ALL_GATHER,
     "reduce-scatter": CollectiveOp.REDUCE_SCATTER, "all-to-all": CollectiveOp.ALL_TO_ALL,
-    "send-recv": CollectiveOp.SEND_RECV, "broadcast": CollectiveOp.BROADCAST,
+    "all-to-all-fused": CollectiveOp.ALL_TO_ALL_FUSED, "send-recv": CollectiveOp.SEND_RECV,
+    "broadcast": CollectiveOp.BROADCAST,
 }
 AXIS_STREAM = {"tp": Stream.COMM, "cp": Stream.COMM, "ep": Stream.COMM, "etp": Stream.COMM, "tpep": Stream.COMM}
 

@@ -84,6 +84,7 @@ class Collective(StrEnum):
     ALL_GATHER = "all-gather"
     REDUCE_SCATTER = "reduce-scatter"
     ALL_TO_ALL = "all-to-all"
+    ALL_TO_ALL_FUSED = "all-to-all-fused"   # DeepEP / HybridEP kernels (the flex dispatcher)
     SEND_RECV = "send-recv"
 
 
@@ -441,8 +442,10 @@ def _moe_block_fwd(c: _Ctx) -> list[Op]:
            _gemm(c, "router", rt.routed, moe.experts, h, saved=rt.routed * row),      # keeps the normed input
            _mem("router_topk", rt.routed * moe.experts * (c.db + FP32_BYTES) + 2 * rt.routed * moe.top_k * FP32_BYTES,
                 saved=rt.routed * moe.experts * FP32_BYTES)]
-    # the busiest rank's buffer sets the all-to-all's pace
+    # the busiest rank's buffer sets the all-to-all's pace; NCCL's (alltoall dispatcher) or the
+    # fused kernels' (flex: DeepEP / HybridEP write into the peers' memory)
     a2a = max(rt.sent, rt.received if disp == M.MoeDispatcher.ALLTOALL else rt.sent * moe.imbalance) * row
+    a2a_op = Collective.ALL_TO_ALL_FUSED if disp == M.MoeDispatcher.FLEX else Collective.ALL_TO_ALL
     if disp == M.MoeDispatcher.ALLGATHER:
         group = sh.ep * sh.etp
         if group > 1:
@@ -452,7 +455,7 @@ def _moe_block_fwd(c: _Ctx) -> list[Op]:
         if disp == M.MoeDispatcher.ALLTOALL:
             ops.append(_mem("moe_permute", rt.routed * row + rt.sent * row))
         if sh.ep > 1:
-            ops.append(_comm("moe_dispatch", Collective.ALL_TO_ALL, Group.EP, a2a))
+            ops.append(_comm("moe_dispatch", a2a_op, Group.EP, a2a))
         if sh.etp > 1:
             ops.append(_comm("moe_etp_ag", Collective.ALL_GATHER, Group.ETP, rt.expert_rows * row))
         if disp == M.MoeDispatcher.FLEX:   # the received rows into expert order (fused TE permute)
@@ -474,7 +477,7 @@ def _moe_block_fwd(c: _Ctx) -> list[Op]:
             ops.append(_mem("moe_unpermute", (rt.received + rt.sent * moe.imbalance) * row + rt.routed * row,
                             saved=rt.received * row))
         if sh.ep > 1:
-            ops.append(_comm("moe_combine", Collective.ALL_TO_ALL, Group.EP, a2a))
+            ops.append(_comm("moe_combine", a2a_op, Group.EP, a2a))
         if disp == M.MoeDispatcher.ALLTOALL:
             # weighted sum of each token's top_k expert outputs; keeps them for the gate's gradient
             ops.append(_mem("moe_unpermute", rt.sent * row + rt.routed * row, saved=rt.received * row))
@@ -495,7 +498,7 @@ def _moe_block_bwd(c: _Ctx, fwd: list[Op]) -> list[Op]:
     by = {o.name: o for o in fwd}
     bw = Phase.BWD_INPUT
     adjoint = {Collective.ALL_GATHER: Collective.REDUCE_SCATTER, Collective.REDUCE_SCATTER: Collective.ALL_GATHER,
-               Collective.ALL_TO_ALL: Collective.ALL_TO_ALL}
+               Collective.ALL_TO_ALL: Collective.ALL_TO_ALL, Collective.ALL_TO_ALL_FUSED: Collective.ALL_TO_ALL_FUSED}
 
     def comm_bwd(name: str) -> list[Op]:
         if name not in by:

@@ -96,12 +96,38 @@ def test_all_to_all_bytes():
     topo = build_topology(cluster())
     transfers = collective_transfers(topo, A2A, [range(8)], S)
     assert len(transfers) == 1
+    # Each device sends 7/8 of S up its NVSwitch link; the link carries it scaled by
+    # efficiency / all-to-all efficiency (transports.yaml: NCCL's alltoall is below its ring there).
+    transports = load_transports()
+    scale = transports.efficiency(Tier.NVLINK, 300 * GB) / 0.744
     for d in range(8):
-        assert uplink_bytes(topo, transfers, d) == pytest.approx(7 / 8 * S)
+        assert uplink_bytes(topo, transfers, d) == pytest.approx(7 / 8 * S * scale)
     # Across 4 nodes of 2 devices with one NIC each: a NIC carries the 6/8 of S its 2 devices send away.
     topo = build_topology(cluster(nodes=4, dpn=2, nics=1))
     load = bytes_by_link(collective_transfers(topo, A2A, [range(8)], S))
     assert load[topo.link_id("n0.nic0", "leaf0")] == pytest.approx(2 * 6 / 8 * S)
+
+
+def test_fused_all_to_all_keeps_the_ring_efficiency():
+    # DeepEP-style kernels (the flex dispatcher) send the same flows as NCCL's all-to-all, but
+    # the NVSwitch link carries them unscaled: faster than NCCL's inside a node ...
+    topo = build_topology(cluster())
+    fused = collective_transfers(topo, CollectiveOp.ALL_TO_ALL_FUSED, [range(8)], S)
+    nccl = collective_transfers(topo, A2A, [range(8)], S)
+    for d in range(8):
+        assert uplink_bytes(topo, fused, d) == pytest.approx(7 / 8 * S)
+        assert uplink_bytes(topo, nccl, d) > uplink_bytes(topo, fused, d)
+    net = MaxMinFair(topo.capacity_bytes_per_s)
+    assert collective_time(topo, net, CollectiveOp.ALL_TO_ALL_FUSED, [range(8)], S) < collective_time(
+        topo, net, A2A, [range(8)], S)
+    # ... and the same on links that are not a device's NVSwitch port (a NIC; a mesh fabric)
+    topo = build_topology(cluster(nodes=4, dpn=2, nics=1))
+    nic = topo.link_id("n0.nic0", "leaf0")
+    assert bytes_by_link(collective_transfers(topo, CollectiveOp.ALL_TO_ALL_FUSED, [range(8)], S))[nic] == \
+        pytest.approx(bytes_by_link(collective_transfers(topo, A2A, [range(8)], S))[nic])
+    topo = build_topology(cluster(intra="mesh"))
+    assert bytes_by_link(collective_transfers(topo, CollectiveOp.ALL_TO_ALL_FUSED, [range(8)], S)) == \
+        pytest.approx(bytes_by_link(collective_transfers(topo, A2A, [range(8)], S)))
 
 
 def test_direct_and_broadcast_bytes():

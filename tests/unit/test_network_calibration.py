@@ -16,8 +16,8 @@ def accelerator(host_bandwidth):
                 hbm_bandwidth="2 TB/s", host_bandwidth=host_bandwidth)
 
 
-def dgx(nvlink, nodes=1, nic=None, host="32 GB/s"):
-    data = dict(accelerator=accelerator(host), nodes=nodes, devices_per_node=8,
+def dgx(nvlink, nodes=1, nic=None, host="32 GB/s", devices_per_node=8):
+    data = dict(accelerator=accelerator(host), nodes=nodes, devices_per_node=devices_per_node,
                 intra_node=dict(kind="switch", bandwidth=nvlink))
     if nodes > 1:
         data["inter_node"] = dict(kind="fat-tree", nics_per_node=8, nic_bandwidth=nic)
@@ -47,6 +47,13 @@ DGX_H100_MULTI_NODE_BUSBW = 8 * 47 * GB
 # all-to-all "cannot aggregate the bandwidth of multiple NICs ... the performance of a single
 # NIC": NVIDIA/nccl-tests issue #267 (S. Jeaugey, 2024-11-19); HDR: ~24 GB/s (nccl issue #412).
 HDR_ALL_TO_ALL_BUSBW = 24 * GB
+# NCCL all-to-all through an NVSwitch, below the ring (the all_to_all_efficiency points):
+# 4x H100 80GB HBM3, alltoall_perf out-of-place busbw 334.90 GB/s at 500 MB (NVIDIA/nccl issue
+# #2169, NCCL 2.30); GB300 NVL72 (OCI quickstart "NVIDIA GB300", NCCL 2.28.7): 685.06 GB/s on 8
+# GPUs at 16 GiB (the source of the 900 GB/s point) and 666.92 GB/s on 64 GPUs (a check).
+H100_4GPU_ALL_TO_ALL_BUSBW = 334.90 * GB
+GB300_8GPU_ALL_TO_ALL_BUSBW = 685.06 * GB
+GB300_64GPU_ALL_TO_ALL_BUSBW = 666.92 * GB
 
 
 def test_a100_node_all_reduce_busbw_at_1_gib():
@@ -78,6 +85,18 @@ def test_check_multi_node_all_to_all_is_one_nic():
     # NVLink share lifts busbw a little above one NIC, as the same issue says).
     cluster = dgx("300 GB/s", nodes=16, nic="200 Gb/s")
     assert busbw(cluster, 1 * GiB, op="all-to-all") == pytest.approx(HDR_ALL_TO_ALL_BUSBW, rel=0.15)
+
+
+def test_nccl_all_to_all_through_an_nvswitch_runs_below_the_ring():
+    assert busbw(dgx("450 GB/s"), 500e6, op="all-to-all", group=4) == pytest.approx(
+        H100_4GPU_ALL_TO_ALL_BUSBW, rel=0.03)
+    assert busbw(dgx("900 GB/s"), 16 * GiB, op="all-to-all") == pytest.approx(
+        GB300_8GPU_ALL_TO_ALL_BUSBW, rel=0.03)
+
+
+def test_check_gb300_64_gpu_all_to_all():
+    cluster = dgx("900 GB/s", devices_per_node=64)
+    assert busbw(cluster, 16 * GiB, op="all-to-all") == pytest.approx(GB300_64GPU_ALL_TO_ALL_BUSBW, rel=0.05)
 
 
 def test_busbw_grows_with_size_towards_the_plateau():
