@@ -136,6 +136,9 @@ class GemmProfile(_Closed):
     # the highest fraction of peak any shape reached in a published exhaustive shape sweep: no
     # modelled shape may beat it (optional, per dtype)
     ceiling: dict[Dtype, Fraction] = Field(default_factory=dict)
+    # the same, measured on one device of the family (its own fraction of its own peak): where a
+    # family's devices differ in clock and power (B200, GB200, GB300), this replaces `ceiling`
+    device_ceiling: dict[str, dict[Dtype, Fraction]] = Field(default_factory=dict)
     # the fraction of the calibrated rate a GEMM keeps when every GPU of the node computes for
     # hours at its power limit (optional, per dtype; 1 where the calibration was steady-state)
     sustained: dict[Dtype, Fraction] = Field(default_factory=dict)
@@ -301,8 +304,9 @@ class KernelModel:
         # 0.0 where the device has no rate at all: an error only if a kernel asks for it
         self._peak = {d: float(getattr(accelerator.peak, self._rate_dtype[d].value) or 0.0) for d in Dtype}
         self._gemm_eff = {d: self._lookup(p.gemm.max_efficiency, self._rate_dtype[d]) for d in Dtype}
-        self._gemm_ceiling = {d: (p.gemm.ceiling[self._rate_dtype[d]].value
-                                  if self._rate_dtype[d] in p.gemm.ceiling else 1.0) for d in Dtype}
+        ceilings = {**p.gemm.ceiling, **p.gemm.device_ceiling.get(accelerator.name, {})}
+        self._gemm_ceiling = {d: (ceilings[self._rate_dtype[d]].value
+                                  if self._rate_dtype[d] in ceilings else 1.0) for d in Dtype}
         power = tensor_throughput_frac(accelerator)   # a power limit below the TDP (hardware.power)
         self._gemm_sustained = {d: power * (p.gemm.sustained[self._rate_dtype[d]].value
                                             if self._rate_dtype[d] in p.gemm.sustained else 1.0) for d in Dtype}

@@ -365,3 +365,24 @@ def test_flash3_attention_on_hopper_reproduces_its_measurement_and_beats_flash2(
 def test_flash3_where_the_profile_has_no_figures_is_a_config_error_naming_the_field(a100):
     with pytest.raises(ConfigError, match=r"training\.attention: flash3.*hopper.*training\.attention: flash"):
         KernelModel(A100, "flash3")
+
+
+@pytest.mark.parametrize("device", ["b200", "gb200", "gb300"])
+@pytest.mark.parametrize("dtype", [Dtype.BF16, Dtype.FP8])
+def test_blackwell_devices_stop_at_their_own_measured_ceiling(device, dtype):
+    """Each Blackwell device's burst GEMM rate stops at its own MAMF fraction (blackwell.yaml
+    device_ceiling): no shape beats it, and large aligned shapes reach it; the sustained clock
+    ratio applies on top."""
+    from hwsim.config.presets import PresetKind, load_preset
+    acc = AcceleratorConfig.model_validate(load_preset(PresetKind.ACCELERATOR, device, "accelerator"))
+    model = KernelModel(acc)
+    gemm = load_profile("blackwell").gemm
+    ceiling = gemm.device_ceiling[device][dtype].value
+    sustained = gemm.sustained[dtype].value
+    shapes = [(m, n, k) for m in (2048, 8192, 32768) for n in (4096, 14336, 28672) for k in (2048, 8192, 16384)]
+    burst = [model.gemm_compute_efficiency(m, n, k, dtype) / sustained for m, n, k in shapes]
+    assert max(burst) == pytest.approx(ceiling)
+    assert all(b <= ceiling + 1e-12 for b in burst)
+    # GB200 and GB300 have a higher datasheet peak than B200 but reach a lower fraction of it
+    if device != "b200":
+        assert ceiling < gemm.device_ceiling["b200"][dtype].value
