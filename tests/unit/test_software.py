@@ -347,13 +347,24 @@ def test_host_advice_prints_the_simulated_effect_of_cuda_graphs():
     from hwsim import units
     from hwsim.analysis.critical_path import Cause
     from hwsim.analysis.report import advice, bottleneck_account
-    d = {**_dump(one_gpu()), "software": {"framework": "megatron-deepspeed"}}
+    d = {**_dump(one_gpu()), "software": {"framework": "megatron-core"}}   # mcore has enable_cuda_graph
     res = run_step(scenario_from_mapping(d))
     host = next(p for p in bottleneck_account(res).parts if p.cause is Cause.HOST)
     text = advice(host, res)
     graphs = run_step(scenario_from_mapping(d, ["software.cuda_graphs=true"])).summary["step_time_s"]
     assert f"(--set software.cuda_graphs=true): simulated {units.fmt_time(graphs)} per step" in text
     assert graphs < res.summary["step_time_s"]
+
+
+def test_host_advice_never_offers_cuda_graphs_to_megatron_deepspeed():
+    # DeepSpeed 0.9.5's training engine has no CUDA-graph capture (only its inference engine does)
+    from hwsim.analysis.critical_path import Cause
+    from hwsim.analysis.report import advice, bottleneck_account
+    res = run_step(scenario_from_mapping({**_dump(one_gpu()), "software": {"framework": "megatron-deepspeed"}}))
+    host = next(p for p in bottleneck_account(res).parts if p.cause is Cause.HOST)
+    text = advice(host, res)
+    assert "(--set software.cuda_graphs=true)" not in text
+    assert "megatron-deepspeed does not offer software.cuda_graphs" in text
 
 
 def test_output_layer_outside_fp8_runs_its_gemm_in_16_bits():
