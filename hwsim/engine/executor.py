@@ -21,9 +21,10 @@ ties by event id, and nothing iterates over a set.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 
 from simpy import Environment, Event, Timeout
 from simpy.events import NORMAL, EventPriority
@@ -35,7 +36,7 @@ from hwsim.engine.trace import NetworkRecord, Trace
 from hwsim.errors import SimulationError
 from hwsim.network.transfer import NetworkModel, Transfer
 
-__all__ = ["FluidNetwork", "simulate"]
+__all__ = ["FluidNetwork", "collector_paused", "simulate"]
 
 # After every NORMAL event of the same instant: lets one re-solve see all starts and ends.
 _AFTER_NORMAL = EventPriority(NORMAL + 1)
@@ -44,7 +45,29 @@ _AFTER_NORMAL = EventPriority(NORMAL + 1)
 _DONE_REL_TOLERANCE = 1e-9
 _N_STUCK_REPORTED = 5
 
-_TIMED, _NET, _ALLOC, _FREE = 0, 1, 2, 3  # how a task runs
+# How a task runs: a timeout, a compute kernel slowed while a collective shares its SMs, a memory
+# change, a collective; decided once per task before the run.
+_TIMED, _SLOWED, _ALLOC, _FREE, _COLLECTIVE = 0, 1, 2, 3, 4
+
+
+def _how(graph: TaskGraph, interference: bool) -> list[int]:
+    """Each task's way to run (above); without interference compute is never slowed."""
+    how = {TaskKind.COMPUTE: _SLOWED if interference else _TIMED, TaskKind.COPY: _TIMED, TaskKind.HOST: _TIMED,
+           TaskKind.ALLOC: _ALLOC, TaskKind.FREE: _FREE, TaskKind.COLLECTIVE: _COLLECTIVE}
+    return [how[task.kind] for task in graph.tasks]
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off, back as it was after: a step's tasks, tuples and
+    events are many and acyclic, and each collection would walk over all of them again."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class _Wakeup(Event):
@@ -171,6 +194,25 @@ class _Compute:
         self.done = done
 
 
+class _Finish:
+    """The end of a compute kernel's planned run (a Timeout callback): it ends the kernel unless
+    a later re-plan (a collective started or ended on its device) replaced the plan."""
+
+    __slots__ = ("running", "stream", "job", "version")
+
+    def __init__(self, running: dict[Stream, _Compute], stream: Stream, job: _Compute, version: int) -> None:
+        self.running = running
+        self.stream = stream
+        self.job = job
+        self.version = version
+
+    def __call__(self, _event: Event) -> None:
+        job = self.job
+        if job.version == self.version and self.running.get(self.stream) is job:
+            del self.running[self.stream]
+            job.done.succeed()
+
+
 class _Executor:
     """The state of one simulation (arrays indexed by task id) and its worker processes."""
 
@@ -194,10 +236,7 @@ class _Executor:
         self.arrived: dict[int, int] = {}
         self.record = NetworkRecord()
         self.network = FluidNetwork(env, network, self.record)
-        how = {TaskKind.COMPUTE: _TIMED, TaskKind.COPY: _TIMED, TaskKind.HOST: _TIMED, TaskKind.ALLOC: _ALLOC,
-               TaskKind.FREE: _FREE}
-        self.how = [(_NET if task.transfers else _TIMED) if task.kind is TaskKind.COLLECTIVE
-                    else how[task.kind] for task in graph.tasks]
+        self.how = _how(graph, self.comm_slowdown > 0.0)
         initial = initial_memory or {}
         devices = sorted(set(graph.devices) | set(initial))
         self.memory = {device: DeviceMemory(env, device, memory_capacity_bytes[device]
@@ -209,13 +248,8 @@ class _Executor:
         env = self.env
         for (device, _stream), order in self.graph.stream_order().items():
             env.process(self._worker(device, order))
-        gc_was_enabled = gc.isenabled()
-        gc.disable()  # the run allocates many short-lived, acyclic objects
-        try:
+        with collector_paused():   # the run allocates many short-lived, acyclic objects
             env.run()
-        finally:
-            if gc_was_enabled:
-                gc.enable()
         if any(end < 0.0 for end in self.end_s):
             raise SimulationError(self._stuck_message())
         return Trace(graph=self.graph, start_s=self.start_s, end_s=self.end_s,
@@ -229,6 +263,7 @@ class _Executor:
         tasks, preds, how = self.graph.tasks, self.graph.preds, self.how
         start_s, end_s, events, arrived = self.start_s, self.end_s, self.events, self.arrived
         memory = self.memory[device]
+        interference = self.comm_slowdown > 0.0
         for task_id in order:
             for pred in preds[task_id]:
                 if end_s[pred] < 0.0:
@@ -250,23 +285,25 @@ class _Executor:
                 del arrived[task_id]
             start_s[task_id] = env.now
             kind = how[task_id]
-            interfering = self.comm_slowdown > 0.0 and task.kind is TaskKind.COLLECTIVE
-            if interfering:
-                self._comm_change(task.devices, +1)
             if kind == _TIMED:
                 if task.duration_s > 0.0:
-                    if self.comm_slowdown > 0.0 and task.kind is TaskKind.COMPUTE:
-                        yield self._compute(device, task.stream, task.duration_s)
-                    else:
-                        yield Timeout(env, task.duration_s)
+                    yield Timeout(env, task.duration_s)
+            elif kind == _SLOWED:
+                if task.duration_s > 0.0:
+                    yield self._compute(device, task.stream, task.duration_s)
             elif kind == _ALLOC:
                 memory.alloc(task.mem_bytes, task.mem_kind, task.name)
             elif kind == _FREE:
                 memory.free(task.mem_bytes, task.mem_kind, task.name)
             else:
-                yield from self._collective(task_id, task.transfers)
-            if interfering:
-                self._comm_change(task.devices, -1)
+                if interference:   # the collective's kernels hold SMs while it runs
+                    self._comm_change(task.devices, +1)
+                if task.transfers:
+                    yield from self._collective(task_id, task.transfers)
+                elif task.duration_s > 0.0:
+                    yield Timeout(env, task.duration_s)
+                if interference:
+                    self._comm_change(task.devices, -1)
             end_s[task_id] = env.now
             event = events[task_id]
             if event is not None:
@@ -275,35 +312,35 @@ class _Executor:
 
     def _compute(self, device: int, stream: Stream, duration_s: float) -> Event:
         job = _Compute(duration_s, Event(self.env))
-        self.computing.setdefault(device, {})[stream] = job
+        running = self.computing.get(device)
+        if running is None:
+            running = self.computing[device] = {}
+        running[stream] = job
         self._replan(device, stream, job)
         return job.done
 
     def _replan(self, device: int, stream: Stream, job: _Compute) -> None:
-        now = self.env.now
-        slowdown = self.comm_slowdown if self.slowdown_of is None else self.slowdown_of.get(device, 0.0)
-        job.rate = 1.0 - slowdown if self.comm_active.get(device, 0) else 1.0
-        job.since_s = now
+        if self.comm_active.get(device, 0):
+            job.rate = 1.0 - (self.comm_slowdown if self.slowdown_of is None else self.slowdown_of.get(device, 0.0))
+        else:
+            job.rate = 1.0
+        job.since_s = self.env.now
         job.version += 1
-        version = job.version
-
-        def finish(_event: Event) -> None:
-            running = self.computing[device]
-            if job.version == version and running.get(stream) is job:
-                del running[stream]
-                job.done.succeed()
-
-        Timeout(self.env, job.remaining_s / job.rate).callbacks.append(finish)
+        Timeout(self.env, job.remaining_s / job.rate).callbacks.append(
+            _Finish(self.computing[device], stream, job, job.version))
 
     def _comm_change(self, devices: tuple[int, ...], delta: int) -> None:
-        now = self.env.now
+        comm_active = self.comm_active
         for device in devices:
-            before = self.comm_active.get(device, 0)
-            self.comm_active[device] = before + delta
+            before = comm_active.get(device, 0)
+            comm_active[device] = before + delta
             if (before == 0) != (before + delta == 0):      # the device's SM share changed
-                for stream, job in list(self.computing.get(device, {}).items()):
-                    job.remaining_s = max(0.0, job.remaining_s - (now - job.since_s) * job.rate)
-                    self._replan(device, stream, job)
+                running = self.computing.get(device)
+                if running:
+                    now = self.env.now
+                    for stream, job in list(running.items()):
+                        job.remaining_s = max(0.0, job.remaining_s - (now - job.since_s) * job.rate)
+                        self._replan(device, stream, job)
 
     def _collective(self, task_id: int, transfers: tuple[Transfer, ...]
                     ) -> Generator[Event, object, None]:

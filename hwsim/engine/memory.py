@@ -1,16 +1,15 @@
 """Device memory during a simulation: level per MemKind, high-water mark, out-of-memory findings.
 
-`DeviceMemory` wraps a SimPy `Container` of infinite capacity (so an allocation never blocks:
-going over the device's real `capacity_bytes` is a finding for the report, not a stall or a
-crash). It records every change as a step function (time, level of each MemKind), which the
-Trace hands out as a `MemoryTimeline`.
+`DeviceMemory` keeps the levels as plain floats: an allocation never blocks (going over the
+device's real `capacity_bytes` is a finding for the report, not a stall or a crash), so a
+SimPy Container would only add an event per change. It records every change as a step
+function (time, level of each MemKind), which the Trace hands out as a `MemoryTimeline`.
 
 A FREE of more than the device holds of that kind is a bug of the compiler: SimulationError.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +80,7 @@ class DeviceMemory:
     """The memory of one simulated device; ALLOC and FREE tasks call `alloc` / `free`.
     `stop_at_oom`: raise OutOfMemoryStop at the first moment it holds more than its capacity."""
 
-    __slots__ = ("env", "device", "capacity_bytes", "container", "_levels", "_times",
+    __slots__ = ("env", "device", "capacity_bytes", "_total", "_levels", "_times",
                  "_history", "peak_bytes", "peak_time_s", "oom", "stop_at_oom")
 
     def __init__(self, env: simpy.Environment, device: int, capacity_bytes: float,
@@ -97,7 +96,7 @@ class DeviceMemory:
                     f"device {device}: initial memory of {kind} must be >= 0, got {amount}")
             levels[_KIND_INDEX[MemKind(kind)]] += float(amount)
         self._levels = levels
-        self.container = simpy.Container(env, capacity=math.inf, init=sum(levels))
+        self._total = sum(levels)   # all kinds: the sum of the changes, in their order
         self._times: list[float] = []
         self._history: list[float] = []  # flat: len(MEM_KINDS) levels per event
         self.peak_bytes = 0.0
@@ -108,7 +107,7 @@ class DeviceMemory:
     def level_bytes(self, kind: MemKind | None = None) -> float:
         """Bytes held of `kind`, or in all if `kind` is None."""
         if kind is None:
-            return float(self.container.level)
+            return float(self._total)
         return self._levels[_KIND_INDEX[kind]]
 
     def alloc(self, amount_bytes: float, kind: MemKind, task_name: str) -> None:
@@ -116,7 +115,7 @@ class DeviceMemory:
         if amount_bytes <= 0.0:
             return
         self._levels[_KIND_INDEX[kind]] += amount_bytes
-        self.container.put(amount_bytes)
+        self._total += amount_bytes
         self._record(task_name)
 
     def free(self, amount_bytes: float, kind: MemKind, task_name: str) -> None:
@@ -131,9 +130,9 @@ class DeviceMemory:
                 f"{self.device} at t={self.env.now:.9g} s, but the device holds only "
                 f"{held:.6g} B of it (a FREE without its ALLOC: a bug of the compiler)")
         self._levels[index] = max(held - amount_bytes, 0.0)
-        take = min(amount_bytes, self.container.level)
+        take = min(amount_bytes, self._total)
         if take > 0.0:
-            self.container.get(take)  # never waits: take <= level
+            self._total -= take
         self._record(task_name)
 
     def _record(self, task_name: str) -> None:

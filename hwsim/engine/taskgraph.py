@@ -26,6 +26,23 @@ __all__ = ["StreamKey", "TaskGraph"]
 StreamKey = tuple[int, Stream]  # (device, stream)
 
 
+_MEMORY_KINDS = frozenset((TaskKind.ALLOC, TaskKind.FREE))
+_TIMED_KINDS = frozenset((TaskKind.COMPUTE, TaskKind.COPY, TaskKind.COLLECTIVE))
+
+
+def _check_devices(task: Task) -> None:
+    """A task has at least one device; only a collective spans several, each once."""
+    devices = task.devices
+    if not devices:
+        raise ValueError(f"task {task.name!r} has no device: give it at least one")
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"task {task.name!r} lists a device twice: {devices}")
+    if task.kind is not TaskKind.COLLECTIVE:
+        raise ValueError(
+            f"task {task.name!r} of kind {task.kind} has {len(devices)} devices; only a "
+            f"collective may span several devices")
+
+
 class TaskGraph:
     """Tasks (id = index), their predecessors and the in-order task list of every stream."""
 
@@ -43,27 +60,20 @@ class TaskGraph:
         """Append `task` after its dependencies `deps` (ids of tasks already added); return its
         id. The task joins the end of `task.stream` on each of `task.devices`."""
         task_id = len(self.tasks)
-        deps_tuple = tuple(deps)
+        deps_tuple = deps if type(deps) is tuple else tuple(deps)
         for dep in deps_tuple:
             if not 0 <= dep < task_id:
                 raise ValueError(
                     f"task {task.name!r}: dependency {dep!r} is not an earlier task id "
                     f"(valid ids are 0..{task_id - 1}); add dependencies first")
         devices = task.devices
-        if not devices:
-            raise ValueError(f"task {task.name!r} has no device: give it at least one")
-        if len(devices) > 1:
-            if len(set(devices)) != len(devices):
-                raise ValueError(f"task {task.name!r} lists a device twice: {devices}")
-            if task.kind is not TaskKind.COLLECTIVE:
-                raise ValueError(
-                    f"task {task.name!r} of kind {task.kind} has {len(devices)} devices; only a "
-                    f"collective may span several devices")
-        if task.kind in (TaskKind.COMPUTE, TaskKind.COPY, TaskKind.COLLECTIVE) and not (
-                task.duration_s >= 0.0):
+        if len(devices) != 1:
+            _check_devices(task)
+        if task.kind in _MEMORY_KINDS:
+            if not task.mem_bytes >= 0.0:
+                raise ValueError(f"task {task.name!r}: mem_bytes must be >= 0, got {task.mem_bytes}")
+        elif not task.duration_s >= 0.0 and task.kind in _TIMED_KINDS:
             raise ValueError(f"task {task.name!r}: duration_s must be >= 0, got {task.duration_s}")
-        if task.kind in (TaskKind.ALLOC, TaskKind.FREE) and not task.mem_bytes >= 0.0:
-            raise ValueError(f"task {task.name!r}: mem_bytes must be >= 0, got {task.mem_bytes}")
         self.tasks.append(task)
         self.preds.append(deps_tuple)
         streams = self._streams

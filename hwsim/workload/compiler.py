@@ -27,6 +27,7 @@ emitter.py (tasks issued).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Sequence
 
 from hwsim.config.schema import Dtype, Recompute, ScenarioConfig
@@ -96,8 +97,13 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     stage_of_layer = {x: s for s, chunks in enumerate(chunk_layers(model.layers, plan.pp, plan.virtual_stages))
                       for c in chunks for x in c}
 
+    layer_works: dict[int, _LayerWork] = {}   # the issue loop asks for each layer's work many times
+
     def layer_work(layer: int):   # on its stage's device (MTP's layer after the last: the last stage)
-        return works[id(stage_kernels[stage_of_layer.get(layer, plan.pp - 1)])](layer)
+        lw = layer_works.get(layer)
+        if lw is None:
+            lw = layer_works[layer] = works[id(stage_kernels[stage_of_layer.get(layer, plan.pp - 1)])](layer)
+        return lw
 
     kernels_first, kernels = stage_kernels[0], stage_kernels[-1]   # embedding on the first stage, head on the last
     emb_fwd, emb_bwd = (time_ops(x, kernels_first, plan, c, recipe, fp8_casts=software.fp8_casts)
@@ -157,20 +163,25 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     p2p: dict[tuple[str, int, int], int] = {}        # (direction, mb, receiving virtual stage) -> task
     dp_tasks: dict[int, list[int]] = {s: [] for s in range(pp)}
 
+    hops: dict[tuple[int, int], list] = {}
+
+    def hop(stage_from: int, stage_to: int) -> list[tuple[tuple[int, int], tuple]]:
+        """(simulated pair, transfers) of each task of a pipeline hop, the same for every
+        micro-batch: one per (tp, cp, dp) coordinate; folded, the representatives carry every pair."""
+        if (stage_from, stage_to) not in hops:
+            pairs = em.pipeline_pairs(stage_from, stage_to)
+            tasks = ([((plan.rank(pp=stage_from), plan.rank(pp=stage_to)), pairs)] if fold
+                     else [(pr, (pr,)) for pr in pairs])
+            hops[(stage_from, stage_to)] = [(sim, em.transfers("send-recv", "pp", stage_from, p2p_bytes, groups))
+                                            for sim, groups in tasks]
+        return hops[(stage_from, stage_to)]
+
     def send(stage_from: int, stage_to: int, key: tuple[str, int, int], stream: Stream, devices: tuple[int, ...]):
-        # one pipeline hop per (tp, cp, dp) coordinate; folded: the representatives carry every pair
-        pairs = em.pipeline_pairs(stage_from, stage_to)
-        if fold:
-            sim = (plan.rank(pp=stage_from), plan.rank(pp=stage_to))
-            tasks = [(sim, pairs)]
-        else:
-            tasks = [(pr, (pr,)) for pr in pairs]
         ids = []
-        for sim, groups in tasks:
-            deps = em.cursor.get(sim[0], ())
+        for sim, transfers in hop(stage_from, stage_to):
             ids.append(graph.add(Task(f"send {key[0]} mb{key[1]} vs{key[2]}", TaskKind.COLLECTIVE, sim, stream,
-                                      transfers=em.transfers("send-recv", "pp", stage_from, p2p_bytes, groups),
-                                      category="pp", micro_batch=key[1], bytes_moved=p2p_bytes), deps))
+                                      transfers=transfers, category="pp", micro_batch=key[1], bytes_moved=p2p_bytes),
+                                 em.cursor.get(sim[0], ())))
         p2p[key] = ids
         if p2p_sync:
             em.host_sync(devices, host.costs.host_sync_s, f"p2p sync after send {key[0]} mb{key[1]}", deps=ids)
@@ -233,6 +244,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     fused_cache: dict[tuple, list] = {}
 
     def fused_parts(stage: int, layer_ids, phase: str) -> list:
+        """(the fused compute work, its exposed collective seconds, their axis) per part of a
+        step: the same for every micro-batch, so built once per (stage, layers, phase)."""
         key = (stage, layer_ids[0], layer_ids[-1], phase)
         if key not in fused_cache:
             lws = [layer_work(x) for x in layer_ids]
@@ -245,18 +258,36 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                 parts.append(("bwd", [w for lw in lws for w in lw.bwd]))
             if phase in ("W", "BW"):
                 parts.append(("bwd-weight", [w for lw in lws for w in lw.bwd_weight]))
-            fused_cache[key] = [(c, serial_time(stage, ws), next((w.comm[1] for w in ws if w.comm), ""),
-                                 (sum(w.host_s for w in ws), sum(w.n_kernels for w in ws if w.comm is None)))
-                                for c, ws in parts]
+            fused_cache[key] = [fused_part(stage, f"{c} L{layer_ids[0]}..L{layer_ids[-1]}", c, ws) for c, ws in parts]
         return fused_cache[key]
 
+    def fused_part(stage: int, name: str, category: str, ws: list[Work]) -> tuple[Work, float, str]:
+        compute, comm, flop = serial_time(stage, ws)
+        work = Work(name, category, duration_s=compute, flop=flop, host_s=sum(w.host_s for w in ws),
+                    n_kernels=max(sum(w.n_kernels for w in ws if w.comm is None), 1))
+        return work, comm, next((w.comm[1] for w in ws if w.comm), "")
+
+    activations_cache: dict[tuple, tuple[float, float | None]] = {}
+
+    def fused_activations(layer_ids) -> tuple[float, float | None]:
+        """(the layers' stashed activation bytes, the largest recompute transient or None
+        without recompute)."""
+        key = (layer_ids[0], layer_ids[-1])
+        if key not in activations_cache:
+            lws = [layer_work(x) for x in layer_ids]
+            activations_cache[key] = (sum(lw.act_bytes for lw in lws),
+                                      max(lw.recompute_extra_bytes for lw in lws) if any(lw.recompute for lw in lws)
+                                      else None)
+        return activations_cache[key]
+
     def run_step_fused(stage: int, devices, layer_ids, mb: int, phase: str, gather_now: bool) -> None:
-        lws = [layer_work(x) for x in layer_ids]
         l0, name0 = layer_ids[0], f"L{layer_ids[0]}..L{layer_ids[-1]}"
+        act_bytes, recompute_bytes = fused_activations(layer_ids)
         gathered = gather_now
         rest_ids: list[int] = []
         held = 0.0
         if gathered:
+            lws = [layer_work(x) for x in layer_ids]
             # ZeRO-3/FSDP at step granularity: the first layer's gather gates the step's compute;
             # the other layers' gathers run beside it (FSDP prefetches layer by layer) and the
             # step ends when both are done; about two layers are held gathered at a time.
@@ -275,20 +306,16 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
                 em.compute(devices, copy_out_work(sum(lw.param_bytes_local for lw in lws), f"fsdp2 copy-out {name0}", stage),
                            l0, mb, "fsdp")
         if phase == "F":
-            em.memory(devices, TaskKind.ALLOC, sum(lw.act_bytes for lw in lws), MemKind.ACTIVATIONS,
-                      f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
-        elif phase in ("B", "BW") and any(lw.recompute for lw in lws):
+            em.memory(devices, TaskKind.ALLOC, act_bytes, MemKind.ACTIVATIONS, f"act {name0}", l0, mb)
+        elif phase in ("B", "BW") and recompute_bytes is not None:
             # one layer is recomputed at a time: the transient is the largest layer's
-            em.memory(devices, TaskKind.ALLOC, max(lw.recompute_extra_bytes for lw in lws), MemKind.ACTIVATIONS,
-                      f"recompute L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
-        for category, (compute, comm, flop), axis, (host_s, n_kernels) in fused_parts(stage, layer_ids, phase):
-            name = f"{category} L{layer_ids[0]}..L{layer_ids[-1]}"
-            em.compute(devices, Work(name, category, duration_s=compute, flop=flop, host_s=host_s,
-                                     n_kernels=max(n_kernels, 1)), layer_ids[0], mb)
+            em.memory(devices, TaskKind.ALLOC, recompute_bytes, MemKind.ACTIVATIONS, f"recompute {name0}", l0, mb)
+        for work, comm, axis in fused_parts(stage, layer_ids, phase):
+            em.compute(devices, work, l0, mb)
             if comm > 0:
                 for d in devices:
-                    tid = graph.add(Task(f"{axis} collectives of {name}", TaskKind.COLLECTIVE, (d,), Stream.COMM,
-                                         duration_s=comm, category=axis, layer=layer_ids[0], micro_batch=mb),
+                    tid = graph.add(Task(f"{axis} collectives of {work.name}", TaskKind.COLLECTIVE, (d,), Stream.COMM,
+                                         duration_s=comm, category=axis, layer=l0, micro_batch=mb),
                                     em.cursor.get(d, ()))
                     em.cursor[d] = (tid,)
         if rest_ids:
@@ -297,12 +324,11 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         if gathered and not keep_gathered:
             em.memory(devices, TaskKind.FREE, held, MemKind.WEIGHTS, f"gathered {name0}", l0, mb)
         if phase in ("B", "BW"):
-            extra = max(lw.recompute_extra_bytes for lw in lws) if any(lw.recompute for lw in lws) else 0.0
-            em.memory(devices, TaskKind.FREE, sum(lw.act_bytes for lw in lws) + extra,
-                      MemKind.ACTIVATIONS, f"act L{layer_ids[0]}..L{layer_ids[-1]}", layer_ids[0], mb)
+            em.memory(devices, TaskKind.FREE, act_bytes + (recompute_bytes or 0.0),
+                      MemKind.ACTIVATIONS, f"act {name0}", l0, mb)
         if zero3 and phase in ("BW", "W") and not keep_gathered:
             dp_tasks[stage] += em.collective(
-                stage, devices, "reduce-scatter", "dp", sum(lw.n_params_local for lw in lws) * grad_bytes,
+                stage, devices, "reduce-scatter", "dp", sum(layer_work(x).n_params_local for x in layer_ids) * grad_bytes,
                 f"zero3 grad reduce {name0}", "dp", l0, mb, Stream.DP, advance=False)
 
     def run_layers(stage: int, devices, layer_ids, mb: int, phase: str, last_mb_for_grads: bool,
@@ -404,7 +430,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
         mb = st.micro_batch
         last = index == last_grad_step.get((s, st.chunk))
         key = (s, st.chunk)
-        chunk_params = sum(layer_work(x).n_params_local for x in layer_ids)
+        # only ZeRO-3 under pipeline parallelism holds a whole chunk's gradients
+        chunk_params = sum(layer_work(x).n_params_local for x in layer_ids) if keep_gathered else 0.0
         if keep_gathered and st.action == (Action.W if split else Action.B) and key not in grad_chunks:
             grad_chunks.add(key)   # the unsharded gradients accumulate over the micro-batches
             em.memory(devices, TaskKind.ALLOC, chunk_params * grad_bytes, MemKind.GRADIENTS,
@@ -469,7 +496,15 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
     # Issue the stages' steps in the order they are expected to start (a list-scheduling pass
     # with each step's compute time), so that every stream's issue order follows time as a
     # framework's program order would; ties go to the lower stage.
+    seconds_of: dict[tuple, float] = {}   # (stage, chunk, action) -> seconds: the same for every micro-batch
+
     def step_seconds(s: int, st) -> float:
+        key = (s, st.chunk, st.action)
+        if key not in seconds_of:
+            seconds_of[key] = chunk_seconds(s, st)
+        return seconds_of[key]
+
+    def chunk_seconds(s: int, st) -> float:
         layer_ids = layers_of[s][st.chunk]
         j = st.chunk * pp + s
         if st.action == Action.F:
@@ -562,4 +597,4 @@ def _expected_order(schedule, pp: int, n_virtual: int, seconds) -> list:
     """(expected start, stage, index, step) of every step, sorted by start then stage: the
     schedule's own recurrence (schedules.step_times) with each step's compute time."""
     times = step_times(schedule, pp, n_virtual // pp, lambda s, st: max(seconds(s, st), 1e-12))
-    return sorted(((start, s, i, st) for start, _end, s, i, st in times), key=lambda x: (x[0], x[1], x[2]))
+    return sorted(((start, s, i, st) for start, _end, s, i, st in times), key=itemgetter(0, 1, 2))

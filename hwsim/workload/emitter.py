@@ -21,6 +21,8 @@ COLLECTIVE_OPS = {
     "all-to-all-fused": CollectiveOp.ALL_TO_ALL_FUSED, "send-recv": CollectiveOp.SEND_RECV,
     "broadcast": CollectiveOp.BROADCAST,
 }
+# Read once: an enum member's lookup costs as much as the rest of a task's issue.
+_COMPUTE, _COMPUTE_STREAM = TaskKind.COMPUTE, Stream.COMPUTE
 AXIS_STREAM = {"tp": Stream.COMM, "cp": Stream.COMM, "ep": Stream.COMM, "etp": Stream.COMM, "tpep": Stream.COMM}
 
 
@@ -79,14 +81,14 @@ class Emitter:
     def compute(self, devices: Sequence[int], w: Work, layer: int, mb: int, category: str | None = None) -> None:
         if w.host_sync_s > 0.0:   # a blocking sync in the framework's code before this op
             self.host_sync(devices, w.host_sync_s, f"host sync before {w.name}")
+        cursor, add = self.cursor, self.graph.add
         for d in devices:
-            deps = self.cursor.get(d, ())
+            deps = cursor.get(d, ())
             if w.host_s > 0.0:
                 deps = deps + (self.launch(d, w, layer, mb),)
-            tid = self.graph.add(Task(w.name, TaskKind.COMPUTE, (d,), Stream.COMPUTE, duration_s=w.duration_s,
-                                      category=category or w.category, layer=layer, micro_batch=mb,
-                                      flop=w.flop, bytes_moved=w.bytes_moved), deps)
-            self.cursor[d] = (tid,)
+            cursor[d] = (add(Task(w.name, _COMPUTE, (d,), _COMPUTE_STREAM, duration_s=w.duration_s,
+                                  category=category or w.category, layer=layer, micro_batch=mb,
+                                  flop=w.flop, bytes_moved=w.bytes_moved), deps),)
 
     def launch(self, device: int, w: Work, layer: int, mb: int) -> int:
         """The host thread dispatches `w` (HOST stream, in program order); returns the task its
@@ -133,8 +135,9 @@ class Emitter:
                layer: int = -1, mb: int = -1) -> None:
         if n_bytes <= 0:
             return
+        cursor, add = self.cursor, self.graph.add
         for d in devices:
-            self.graph.add(Task(name, kind, (d,), Stream.COMPUTE, mem_bytes=n_bytes, mem_kind=mem_kind,
-                                layer=layer, micro_batch=mb, category="memory"), self.cursor.get(d, ()))
+            add(Task(name, kind, (d,), _COMPUTE_STREAM, mem_bytes=n_bytes, mem_kind=mem_kind,
+                     layer=layer, micro_batch=mb, category="memory"), cursor.get(d, ()))
 
 
