@@ -17,7 +17,6 @@ order, with the same bytes written.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import importlib.util
 import multiprocessing
@@ -29,6 +28,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
+from hwsim.engine.executor import collector_paused
 from hwsim.analysis.html_report import write_html_report
 from hwsim.analysis.intervals import interval_columns, write_interval_files
 from hwsim.analysis.memory_plot import draw_memory, memory_layout
@@ -204,22 +204,10 @@ def write_outputs(result, out_dir: Path, account=None, renderers: Renderers | No
     (created if needed); returns {file name: path}. `account` is result's bottleneck account
     (computed when None); `renderers` (start_renderers) draw the pictures in parallel, and are
     closed when done; `allow_batch_change` lets the reports' advice try a larger global batch."""
-    with _collector_paused():
+    # the GC off while writing: tens of thousands of small acyclic dicts for trace.json, whose
+    # collections would cost a fifth of the writing
+    with collector_paused():
         return _write_outputs(result, Path(out_dir), account, renderers, allow_batch_change)
-
-
-@contextlib.contextmanager
-def _collector_paused():
-    """The cyclic garbage collector off while the outputs are written (tens of thousands of
-    small dicts for trace.json, no cycles among them: its passes over the result's objects
-    would cost a fifth of the writing), back as it was after."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _write_outputs(result, out_dir: Path, account, renderers: Renderers | None,
