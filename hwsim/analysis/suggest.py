@@ -173,7 +173,8 @@ def simulate_suggestions(result, suggestions: list[Suggestion]) -> list[Outcome]
     todo = list(dict.fromkeys(s.overrides for s in suggestions if s.overrides not in cache))
     if todo:
         base = result.scenario.model_dump(mode="json", exclude_unset=True)   # what the user wrote: a framework profile still fills the rest
-        jobs = [(base, ov, result.compiled.folded, result.compiled.granularity.value) for ov in todo]
+        already = _not_offered(result.scenario)[1]   # what the user chose: a what-if does not answer for it
+        jobs = [(base, ov, result.compiled.folded, result.compiled.granularity.value, already) for ov in todo]
         workers = min(len(jobs), os.cpu_count() or 1)
         if workers > 1 and "fork" in mp.get_all_start_methods():
             with mp.get_context("fork").Pool(workers) as pool:
@@ -184,20 +185,23 @@ def simulate_suggestions(result, suggestions: list[Suggestion]) -> list[Outcome]
     return [replace(cache[s.overrides], suggestion=s) for s in suggestions]
 
 
-def _what_if(job: tuple[dict[str, Any], tuple[str, ...], bool, str]) -> Outcome:
-    """One what-if: the scenario with the overrides, as `hwsim run --set` would load it."""
+def _what_if(job: tuple[dict[str, Any], tuple[str, ...], bool, str, tuple[str, ...]]) -> Outcome:
+    """One what-if: the scenario with the overrides, as `hwsim run --set` would load it. It is
+    refused when the framework version named does not offer something the overrides add; what
+    the base scenario already asks for that the framework lacks (`already`) is the user's choice."""
     from hwsim.config.loader import scenario_from_mapping
     from hwsim.engine.memory import OutOfMemoryStop
     from hwsim.errors import HwsimError
     from hwsim.simulate import run_step   # late import: simulate imports the analysis package
 
-    base, overrides, fold, granularity = job
+    base, overrides, fold, granularity, already = job
     placeholder = Suggestion("", overrides)
     try:
         sc = scenario_from_mapping(base, overrides, origin="what-if")
-        missing = _not_offered(sc)
-        if missing:   # the framework version named cannot run it: not a change the user can make
-            return Outcome(placeholder, rejected=missing, not_offered=True)
+        framework, missing = _not_offered(sc)
+        added = [m for m in missing if m not in already]
+        if added:   # the framework version named cannot run it: not a change the user can make
+            return Outcome(placeholder, rejected=f"{framework} does not offer {', '.join(added)}", not_offered=True)
         # a change that does not fit is never printed: stop at its first overflow (the level then
         # is a lower bound of its peak)
         r = run_step(sc, fold=fold, granularity=granularity, stop_at_oom=True)
@@ -221,16 +225,17 @@ def _gain(result, o: Outcome) -> float:
     return o.time_per_sample_s() / _per_sample(result) - 1
 
 
-def _not_offered(sc) -> str:
-    """Why the framework version `sc` names cannot run it ('' when it can, or none is named)."""
+def _not_offered(sc) -> tuple[str, tuple[str, ...]]:
+    """(framework, what of `sc` the framework version it names does not offer); ('', ()) when
+    none is named or its plan space is unknown."""
     from hwsim.software.profiles import effective_scenario, resolve_software
     from hwsim.workload.plan import resolve_plan
 
     sw = resolve_software(sc)
     if sw is None or sw.plan_space is None:
-        return ""
+        return "", ()
     missing = sw.plan_violations(resolve_plan(effective_scenario(sc, sw))) + sw.plan_space.software_violations(sw)
-    return f"{sw.framework.value} does not offer {', '.join(missing)}" if missing else ""
+    return sw.framework.value, tuple(missing)
 
 
 def worthwhile(result, outcomes: list[Outcome]) -> tuple[list[Outcome], list[Outcome]]:

@@ -522,3 +522,19 @@ def test_megatron_deepspeed_layer_forward_blocks_on_the_gpu_before_its_mlp():
         assert attn and trace.start_s[s] >= trace.end_s[attn[-1]] - 1e-15
     plain = eager(sc)   # a stack without the counts: no such sync
     assert not any(t.name.startswith("host sync before") for t in simulate_with(sc, plain)[0].graph.tasks)
+
+
+def test_a_what_if_is_refused_only_for_what_it_adds_that_the_framework_lacks():
+    # The user ran megatron-deepspeed with CUDA graphs on (it offers none): every what-if inherits that
+    # choice, and must not be refused for it; one that adds another missing feature still is.
+    from hwsim.analysis.suggest import Suggestion, simulate_suggestions
+    d = {**_dump(one_gpu(global_batch=4)), "parallel": {"tp": 1, "pp": 1, "dp": 1, "recompute": "full"},
+         "software": {"framework": "megatron-deepspeed", "cuda_graphs": True}}
+    res = run_step(scenario_from_mapping(d))
+    allowed = Suggestion("no recompute", ("parallel.recompute=none",))
+    new_gap = Suggestion("selective recompute", ("parallel.recompute=selective",))
+    ok, refused = simulate_suggestions(res, [allowed, new_gap])
+    assert not ok.not_offered and ok.step_time_s is not None
+    assert ok.step_time_s == run_step(scenario_from_mapping(d, list(allowed.overrides))).summary["step_time_s"]
+    assert refused.not_offered and refused.rejected.startswith("megatron-deepspeed does not offer")
+    assert "recompute" in refused.rejected and "cuda_graphs" not in refused.rejected
