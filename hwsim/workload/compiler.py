@@ -172,7 +172,8 @@ def compile_step(scenario: ScenarioConfig, topology: Topology, kernels: KernelMo
             pairs = em.pipeline_pairs(stage_from, stage_to)
             tasks = ([((plan.rank(pp=stage_from), plan.rank(pp=stage_to)), pairs)] if fold
                      else [(pr, (pr,)) for pr in pairs])
-            hops[(stage_from, stage_to)] = [(sim, em.transfers("send-recv", "pp", stage_from, p2p_bytes, groups))
+            hops[(stage_from, stage_to)] = [(sim, em.transfers("send-recv", "pp", stage_from, p2p_bytes, groups,
+                                                                       peer=stage_to))
                                             for sim, groups in tasks]
         return hops[(stage_from, stage_to)]
 

@@ -61,8 +61,11 @@ class Emitter:
         return self._roles[key]
 
     def transfers(self, op: str, axis: str, stage: int, size_bytes: float,
-                  groups: tuple[tuple[int, ...], ...]) -> tuple[Transfer, ...]:
-        key = (op, axis, stage, size_bytes, groups if not self.folded else None)
+                  groups: tuple[tuple[int, ...], ...], peer: int | None = None) -> tuple[Transfer, ...]:
+        """The transfers of `op` over `groups`, cached. Folded, the groups of an (axis, stage) are
+        always the same, so the key leaves them out; a pipeline hop names its receiving stage
+        (`peer`): a stage sends forward and backward to different stages."""
+        key = (op, axis, stage, peer, size_bytes, groups if not self.folded else None)
         hit = self._transfer_cache.get(key)
         if hit is None:
             if op == "send-recv" and axis == "cp":   # ring attention: each rank passes to its ring successor

@@ -135,12 +135,12 @@ FOLD_CASES = [
     dict(cluster__nodes=8, parallel={"tp": 2, "pp": 4, "dp": 8, "schedule": "1f1b"},
          training={"global_batch": 32, "micro_batch": 1}),
 ]
-# Interleaving overlaps a chunk's dp reduction with pipeline sends that share NICs; the rings
-# load a node's NICs unevenly, so in the full run the devices see different delays while the
-# folded representative carries the aggregate: they differ by about 2% (documented, not hidden).
+# Interleaved: the last stage sends forward to stage 0 and backward to the stage before it; a
+# folded hop must carry its own pairs for each (these once shared transfers and differed by ~1%).
 INTERLEAVED_CASE = dict(cluster__nodes=8, parallel={"tp": 2, "pp": 4, "dp": 8, "schedule": "interleaved",
                                                     "virtual_stages": 2},
                         training={"global_batch": 32, "micro_batch": 1})
+FOLD_CASES.append(INTERLEAVED_CASE)
 
 
 @pytest.mark.parametrize("case", FOLD_CASES)
@@ -150,15 +150,8 @@ def test_folded_and_unfolded_agree(case):
     folded = run_step(sc, fold=True, granularity="layer").summary
     full = run_step(sc, fold=False, granularity="layer").summary
     assert full["simulated_devices"] == 64 and folded["simulated_devices"] < 64
-    assert folded["step_time_s"] == pytest.approx(full["step_time_s"], rel=0.01)
+    assert folded["step_time_s"] == pytest.approx(full["step_time_s"], rel=1e-9)
     assert folded["peak_memory_bytes"] == pytest.approx(full["peak_memory_bytes"], rel=1e-6)
-
-
-def test_folded_and_unfolded_agree_interleaved_within_3_percent():
-    sc = scenario(**INTERLEAVED_CASE)
-    folded = run_step(sc, fold=True, granularity="layer").summary["step_time_s"]
-    full = run_step(sc, fold=False, granularity="layer").summary["step_time_s"]
-    assert folded == pytest.approx(full, rel=0.03)
 
 
 @pytest.mark.parametrize("case", FOLD_CASES[:2])
