@@ -12,7 +12,7 @@ from hwsim.hardware.groups import slow_part_words, stage_groups
 from hwsim.engine.executor import collector_paused, simulate
 from hwsim.engine.trace import Trace
 from hwsim.hardware.kernels import KernelModel
-from hwsim.hardware.topology import Topology, build_topology, load_transports
+from hwsim.hardware.topology import Topology, load_transports, shared_topology
 from hwsim.network.maxmin import Ideal, MaxMinFair
 from hwsim.software.profiles import effective_scenario, resolve_software
 from hwsim.workload.compiler import CompiledStep, Granularity, compile_step
@@ -69,7 +69,7 @@ def _run_step(scenario: ScenarioConfig, fold: bool | None, granularity: Granular
     given = scenario
     software = resolve_software(scenario)
     scenario = effective_scenario(scenario, software)
-    topology = build_topology(scenario.cluster) if topology is None else topology
+    topology = shared_topology(scenario.cluster) if topology is None else topology
     kernels = KernelModel(scenario.cluster.accelerator, scenario.training.attention.value)
     network = (MaxMinFair if scenario.simulation.network_model == NetworkModelKind.MAXMIN else Ideal)(
         topology.capacity_bytes_per_s)

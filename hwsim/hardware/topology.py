@@ -62,7 +62,7 @@ from hwsim.hardware.shared import Background, fabric_slots, shared_background
 
 __all__ = [
     "Tier", "Link", "EfficiencyPoint", "TierTransport", "Transports", "Topology",
-    "load_transports", "build_topology", "LEAF_DOWNLINKS", "PCIE_DEVICES_PER_SWITCH",
+    "load_transports", "build_topology", "shared_topology", "LEAF_DOWNLINKS", "PCIE_DEVICES_PER_SWITCH",
 ]
 
 Node = int | str
@@ -484,3 +484,22 @@ def build_topology(cluster: ClusterConfig, transports: Transports | None = None)
                     nics_per_node=n_nics, path=path, transports=transports, domain_size=dom)
     topology.background = background
     return topology
+
+
+_SHARED_LIMIT = 8
+_shared: dict[str, Topology] = {}
+
+
+def shared_topology(cluster: ClusterConfig) -> Topology:
+    """build_topology(cluster), one object for every run in this process that simulates the
+    same cluster (a run's what-ifs, a plan's candidates, a sweep's points), so that its route
+    and collective-transfer caches (hwsim.network.collectives) carry over from run to run; worker
+    processes forked after a run start with it. Read-only to its users: a changed topology is
+    a copy (hwsim.reliability.links.degrade_links)."""
+    key = cluster.model_dump_json()
+    found = _shared.get(key)
+    if found is None:
+        if len(_shared) >= _SHARED_LIMIT:
+            _shared.pop(next(iter(_shared)))   # the oldest
+        found = _shared[key] = build_topology(cluster)
+    return found

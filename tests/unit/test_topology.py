@@ -217,3 +217,25 @@ def test_routes_do_not_depend_on_the_hash_seed():
     assert len(outputs) == 1
     here = build_topology(SMALL["fat-tree"])
     assert outputs.pop().rstrip().endswith(str([here.links[i].dst for i in here.route(3, 90)]))
+
+
+def test_runs_of_the_same_cluster_share_one_topology_and_get_the_same_results():
+    # the shared topology carries its route and collective caches from run to run; a run must not
+    # depend on what ran before it in the process
+    from hwsim import hardware
+    from hwsim.config.loader import scenario_from_mapping
+    from hwsim.hardware.topology import shared_topology
+    from hwsim.simulate import run_step
+    from tests.conftest import SMALL
+
+    sc = scenario_from_mapping(SMALL)
+    other = scenario_from_mapping(SMALL, ["parallel.sequence_parallel=true"])
+    assert shared_topology(sc.cluster) is shared_topology(other.cluster)
+    faster = scenario_from_mapping(SMALL, ["cluster.intra_node.bandwidth=900 GB/s"])
+    assert shared_topology(faster.cluster) is not shared_topology(sc.cluster)
+
+    hardware.topology._shared.clear()
+    alone = run_step(other).summary["step_time_s"]
+    hardware.topology._shared.clear()
+    run_step(sc)
+    assert run_step(other).summary["step_time_s"] == alone
