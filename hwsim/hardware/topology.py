@@ -486,7 +486,7 @@ def build_topology(cluster: ClusterConfig, transports: Transports | None = None)
     return topology
 
 
-_SHARED_LIMIT = 8
+_SHARED_LIMIT = 4
 _shared: dict[str, Topology] = {}
 
 

@@ -310,6 +310,9 @@ def _all_to_all_scale(topology: Topology, link_id: int) -> float:
 _TEMPLATES: "weakref.WeakKeyDictionary[Topology, dict]" = weakref.WeakKeyDictionary()
 _SCALED: "weakref.WeakKeyDictionary[Topology, dict]" = weakref.WeakKeyDictionary()
 _SCALED_CACHE_SIZE = 8192
+# a topology outlives its run (hwsim.hardware.topology.shared_topology: a sweep's points share it),
+# so its template cache is bounded too
+_TEMPLATES_CACHE_SIZE = 4096
 
 
 def _normalize(topology: Topology, op: CollectiveOp, groups: Sequence[Sequence[int]]) -> Groups:
@@ -345,6 +348,8 @@ def _templates(topology: Topology, op: CollectiveOp, groups: Groups,
                    float(max(b / capacity[link] if capacity[link] > 0 else math.inf
                              for link, b in flows.link_bytes.items())))
             for flows in plan.phases.values() if flows.link_bytes)
+        if len(cache) >= _TEMPLATES_CACHE_SIZE:
+            cache.clear()
         cache[key] = found
     return found
 
@@ -383,6 +388,8 @@ def choose_algorithm(topology: Topology, op: CollectiveOp, groups: Sequence[Sequ
     shape = ("choice", op, len(groups), len(groups[0]), tuple(sorted(per_node.values())), float(size_bytes))
     cache = _TEMPLATES.setdefault(topology, {})
     if shape not in cache:
+        if len(cache) >= _TEMPLATES_CACHE_SIZE:
+            cache.clear()
         cache[shape] = min(candidates, key=lambda a: _isolated_time_s(_templates(topology, op, groups, a), size_bytes))
     return cache[shape]
 
