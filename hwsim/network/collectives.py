@@ -315,6 +315,14 @@ _SCALED_CACHE_SIZE = 8192
 _TEMPLATES_CACHE_SIZE = 4096
 
 
+def _put(cache: dict, key, value, limit: int):
+    """cache[key] = value, emptying the cache first once it holds `limit` entries; returns value."""
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def _normalize(topology: Topology, op: CollectiveOp, groups: Sequence[Sequence[int]]) -> Groups:
     out = tuple(tuple(int(d) for d in g) for g in groups)
     for g in out:
@@ -348,9 +356,7 @@ def _templates(topology: Topology, op: CollectiveOp, groups: Groups,
                    float(max(b / capacity[link] if capacity[link] > 0 else math.inf
                              for link, b in flows.link_bytes.items())))
             for flows in plan.phases.values() if flows.link_bytes)
-        if len(cache) >= _TEMPLATES_CACHE_SIZE:
-            cache.clear()
-        cache[key] = found
+        _put(cache, key, found, _TEMPLATES_CACHE_SIZE)
     return found
 
 
@@ -387,11 +393,11 @@ def choose_algorithm(topology: Topology, op: CollectiveOp, groups: Sequence[Sequ
         per_node[topology.domain_of(d)] = per_node.get(topology.domain_of(d), 0) + 1
     shape = ("choice", op, len(groups), len(groups[0]), tuple(sorted(per_node.values())), float(size_bytes))
     cache = _TEMPLATES.setdefault(topology, {})
-    if shape not in cache:
-        if len(cache) >= _TEMPLATES_CACHE_SIZE:
-            cache.clear()
-        cache[shape] = min(candidates, key=lambda a: _isolated_time_s(_templates(topology, op, groups, a), size_bytes))
-    return cache[shape]
+    found = cache.get(shape)
+    if found is None:
+        found = _put(cache, shape, min(candidates, key=lambda a: _isolated_time_s(
+            _templates(topology, op, groups, a), size_bytes)), _TEMPLATES_CACHE_SIZE)
+    return found
 
 
 def collective_transfers(topology: Topology, op: CollectiveOp, groups: Sequence[Sequence[int]],
@@ -405,11 +411,9 @@ def collective_transfers(topology: Topology, op: CollectiveOp, groups: Sequence[
     key = (op, groups, algorithm, float(size_bytes))
     found = cache.get(key)
     if found is None:
-        found = tuple(Transfer(tuple((link, b * size_bytes) for link, b in p.unit_link_bytes), p.latency_s)
-                      for p in _templates(topology, op, groups, algorithm))
-        if len(cache) >= _SCALED_CACHE_SIZE:
-            cache.clear()
-        cache[key] = found
+        found = _put(cache, key, tuple(Transfer(tuple((link, b * size_bytes) for link, b in p.unit_link_bytes),
+                                                p.latency_s) for p in _templates(topology, op, groups, algorithm)),
+                     _SCALED_CACHE_SIZE)
     return found
 
 
