@@ -63,6 +63,12 @@ TORCHAO_CAST_BYTES = 5
 # post_inverse_scale"; config.py: only gemm_config_output has use_fast_accum=True): one more
 # pass over the 16-bit output, read and written.
 TORCHAO_ROWWISE_POSTSCALE_BYTES = 4
+# Async TP under torchao's rowwise recipe fuses only the matmul-then-reduce-scatter pairs:
+# pytorch/pytorch PR #149247 (2025-03-15) taught torch's micro-pipeline TP pass rowwise scales for
+# fused_scaled_matmul_reduce_scatter, and issue #149990 (2025-03-25, still open) reports that the
+# all-gather-then-scaled_mm pairs are not fused when rowwise scales are used (found in the traces
+# of torchtitan runs), so those all-gathers run exposed as in vanilla TP.
+ROWWISE_ASYNC_TP_SOURCE = "pytorch/pytorch PR #149247 and issue #149990"
 
 
 def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: str,
@@ -221,7 +227,8 @@ def op_sac_recompute(fwd: Sequence[Work], model) -> list[Work]:
     return out
 
 
-def overlap_tp_with_gemms(works: Sequence[Work], gemm_names: set[str], decompose=None) -> list[Work]:
+def overlap_tp_with_gemms(works: Sequence[Work], gemm_names: set[str], decompose=None,
+                          fuse_all_gathers: bool = True) -> list[Work]:
     """Async tensor parallelism (torch's micro-pipelined TP in torchtitan, Transformer Engine's
     tp-comm-overlap in Megatron): with sequence parallelism the all-gather before a
     column-parallel GEMM and the reduce-scatter after a row-parallel GEMM are decomposed with the
@@ -229,13 +236,15 @@ def overlap_tp_with_gemms(works: Sequence[Work], gemm_names: set[str], decompose
     fused_matmul_reduce_scatter). A tp collective right before a GEMM hides behind it; one right
     after a GEMM is issued beside it (moved before it), so the step waits for the longer of the two.
     `decompose(work)` gives the GEMM as the decomposed one runs: in tp pieces (the fused ops loop
-    over the shards, one matmul per shard)."""
+    over the shards, one matmul per shard). `fuse_all_gathers` False: only the GEMM-then-
+    reduce-scatter pairs are fused; the all-gathers run as in vanilla TP (ROWWISE_ASYNC_TP_SOURCE)."""
     out = list(works)
     dec = decompose or (lambda w: w)
     i = 0
     while i < len(out):
         w = out[i]
-        if w.comm is not None and w.comm[1] == "tp" and not w.overlapped:
+        if (w.comm is not None and w.comm[1] == "tp" and not w.overlapped
+                and (fuse_all_gathers or w.comm[0] != O.Collective.ALL_GATHER.value)):
             if i + 1 < len(out) and out[i + 1].name in gemm_names:
                 out[i], out[i + 1] = replace(w, overlapped=True), dec(out[i + 1])
             elif i > 0 and out[i - 1].name in gemm_names:
@@ -306,9 +315,9 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
             pieces = tp * kernels.gemm_time_s(*piece, gemm_dtype, batch=op.gemm_batch)
             return replace(w, duration_s=w.duration_s - whole + pieces, n_kernels=w.n_kernels + tp - 1)
 
-        fwd, rec = overlap_tp_with_gemms(fwd, set(shapes), decompose), overlap_tp_with_gemms(rec, set(shapes), decompose)
-        bwd = overlap_tp_with_gemms(bwd, set(shapes), decompose)
-        bww = overlap_tp_with_gemms(bww, set(shapes), decompose)
+        ag = not (plan.fp8 and fp8_recipe == "rowwise" and fp8_casts == "torchao")   # ROWWISE_ASYNC_TP_SOURCE
+        fwd, rec, bwd, bww = (overlap_tp_with_gemms(x, set(shapes), decompose, fuse_all_gathers=ag)
+                              for x in (fwd, rec, bwd, bww))
     if grad_accumulation_bytes > 0.0:
         # the weight gradients added into the accumulation buffer by a kernel of their own, every
         # micro-batch (per parameter: `grad_accumulation_bytes`), after the layer's backward

@@ -284,6 +284,31 @@ def test_async_tp_hides_tp_collectives_behind_their_gemms():
     assert kinds(on_c) == kinds(off_c)
 
 
+def test_async_tp_under_rowwise_fp8_fuses_only_matmul_then_reduce_scatter():
+    """pytorch#149990: with rowwise scales torch's async TP fuses the GEMM->reduce-scatter pairs
+    but not the all-gather->GEMM pairs."""
+    from hwsim.workload import ops as O
+    from hwsim.workload.work import Work, overlap_tp_with_gemms
+    works = [Work("ag", "fwd", comm=(O.Collective.ALL_GATHER.value, "tp", 1e6)), Work("qkv", "fwd", 1e-3),
+             Work("wo", "fwd", 1e-3), Work("rs", "fwd", comm=(O.Collective.REDUCE_SCATTER.value, "tp", 1e6))]
+    both = overlap_tp_with_gemms(works, {"qkv", "wo"})
+    assert [w.overlapped for w in both if w.comm] == [True, True]
+    rs_only = overlap_tp_with_gemms(works, {"qkv", "wo"}, fuse_all_gathers=False)
+    assert [(w.name, w.overlapped) for w in rs_only if w.comm] == [("ag", False), ("rs", True)]
+    # end to end: the same fp8 step exposes more tp communication under rowwise than tensorwise
+    d = _dump(_llama_one_gpu(tp=4, sequence_parallel=True))
+    d["cluster"]["devices_per_node"] = 4
+    d["cluster"]["accelerator"] = "h100-sxm"
+    d["model"].update(hidden=2048, heads=16, kv_heads=4, ffn_hidden=8192, seq_len=2048)
+    d["training"]["precision"] = "fp8"
+    d["software"] = {"framework": "torchtitan", "version": "2025-06", "compile": True, "async_tp": True}
+    exposed = {}
+    for recipe in ("tensorwise", "rowwise"):
+        sc = scenario_from_mapping({**d, "software": {**d["software"], "fp8_recipe": recipe}})
+        exposed[recipe] = run_step(sc).summary["breakdown"]["exposed_comm.tp"]
+    assert exposed["rowwise"] > exposed["tensorwise"]
+
+
 def test_gradient_reduction_after_the_backward_when_not_overlapped():
     d = _dump(_llama_one_gpu())
     d["cluster"]["devices_per_node"] = 4
