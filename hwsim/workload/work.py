@@ -67,8 +67,7 @@ TORCHAO_ROWWISE_POSTSCALE_BYTES = 4
 # pytorch/pytorch PR #149247 (2025-03-15) taught torch's micro-pipeline TP pass rowwise scales for
 # fused_scaled_matmul_reduce_scatter, and issue #149990 (2025-03-25, still open) reports that the
 # all-gather-then-scaled_mm pairs are not fused when rowwise scales are used (found in the traces
-# of torchtitan runs), so those all-gathers run exposed as in vanilla TP.
-ROWWISE_ASYNC_TP_SOURCE = "pytorch/pytorch PR #149247 and issue #149990"
+# of torchtitan runs), so those all-gathers run exposed as in vanilla TP (layer_work).
 
 
 def time_ops(ops: Sequence[O.Op], kernels: KernelModel, plan: Plan, category: str,
@@ -237,7 +236,7 @@ def overlap_tp_with_gemms(works: Sequence[Work], gemm_names: set[str], decompose
     after a GEMM is issued beside it (moved before it), so the step waits for the longer of the two.
     `decompose(work)` gives the GEMM as the decomposed one runs: in tp pieces (the fused ops loop
     over the shards, one matmul per shard). `fuse_all_gathers` False: only the GEMM-then-
-    reduce-scatter pairs are fused; the all-gathers run as in vanilla TP (ROWWISE_ASYNC_TP_SOURCE)."""
+    reduce-scatter pairs are fused; the all-gathers run as in vanilla TP (pytorch#149990)."""
     out = list(works)
     dec = decompose or (lambda w: w)
     i = 0
@@ -315,7 +314,7 @@ def layer_work(model, shard: Shard, plan: Plan, kernels: KernelModel, moe_layer:
             pieces = tp * kernels.gemm_time_s(*piece, gemm_dtype, batch=op.gemm_batch)
             return replace(w, duration_s=w.duration_s - whole + pieces, n_kernels=w.n_kernels + tp - 1)
 
-        ag = not (plan.fp8 and fp8_recipe == "rowwise" and fp8_casts == "torchao")   # ROWWISE_ASYNC_TP_SOURCE
+        ag = not (plan.fp8 and fp8_recipe == "rowwise" and fp8_casts == "torchao")   # pytorch#149990, above
         fwd, rec, bwd, bww = (overlap_tp_with_gemms(x, set(shapes), decompose, fuse_all_gathers=ag)
                               for x in (fwd, rec, bwd, bww))
     if grad_accumulation_bytes > 0.0:
